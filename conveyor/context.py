@@ -1,0 +1,59 @@
+"""``current_job()``: what a running job can ask about itself and tell the world."""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+@dataclass
+class JobContext:
+    """The job being run. Outside a worker (a plain call) it is inert: progress and logs go
+    nowhere, ``id`` is None, ``attempt`` is 1."""
+
+    id: int | None = None
+    name: str = ""
+    queue: str = ""
+    attempt: int = 1
+    max_attempts: int = 1
+    lease: str | None = None
+    _store: Store | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def progress(self, percent: float, message: str | None = None) -> None:
+        """Report progress (0–100); also counts as a heartbeat."""
+        if not 0 <= percent <= 100:
+            raise ValueError("progress percent must be within 0..100")
+        if self._store is not None and self.id is not None and self.lease is not None:
+            self._store.job_progress(self.id, self.lease, float(percent), message)
+
+    def heartbeat(self) -> None:
+        """Tell the store this job is alive (long jobs without progress to report)."""
+        if self._store is not None and self.id is not None and self.lease is not None:
+            self._store.job_progress(self.id, self.lease, None, None)
+
+    def log(self, message: str) -> None:
+        """Attach a line to this attempt, shown by ``conveyor jobs show`` and the dashboard."""
+        if self._store is not None and self.id is not None:
+            self._store.job_log(self.id, self.attempt, str(message))
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def request_cancel(self) -> None:
+        self._cancel.set()
+
+
+_current: ContextVar[JobContext | None] = ContextVar("conveyor_current_job", default=None)
+
+
+def current_job() -> JobContext:
+    """The job running in this thread or task (an inert context outside a worker)."""
+    ctx = _current.get()
+    return ctx if ctx is not None else JobContext()

@@ -1,0 +1,158 @@
+"""Run ONE claimed job: resolve it, call it, and turn how it ended into a ``JobOutcome``.
+
+The caller (worker or ``testing.drain``) writes the outcome to the store; nothing here writes
+job state, so the same code serves both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import serialization
+from .context import JobContext, _current
+from .errors import ConveyorError, JobCancelled, JobInterrupted, JobTimeout, MemoryExceeded, WorkerLost
+from .jobs import AnyJob
+from .models import AttemptOutcome, JobOutcome, JobRecord, JobState
+from .retry import Retry
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+log = logging.getLogger("conveyor.job")
+
+_INTERRUPTIONS = {
+    JobTimeout: AttemptOutcome.TIMEOUT,
+    WorkerLost: AttemptOutcome.WORKER_LOST,
+    MemoryExceeded: AttemptOutcome.MEMORY_EXCEEDED,
+    JobCancelled: AttemptOutcome.CANCELLED,
+}
+
+@dataclass
+class Call:
+    """A claimed job made ready to run."""
+
+    job: JobRecord
+    worker_id: str
+    context: JobContext
+    definition: AnyJob | None = None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    started: float = 0.0
+
+def prepare(app: Conveyor, job: JobRecord, worker_id: str) -> Call | JobOutcome:
+    """Resolve the job's definition and decode its arguments, or the outcome explaining why not."""
+    ctx = JobContext(
+        id=job.id, name=job.name, queue=job.queue, attempt=job.attempt,
+        max_attempts=job.max_attempts, lease=job.lease, _store=app.store,
+    )
+    call = Call(job, worker_id, ctx, started=time.perf_counter())
+    try:
+        call.definition = app.registry.resolve(job.name)
+        call.args = serialization.loads(job.args)
+        call.kwargs = serialization.loads(job.kwargs)
+        if not isinstance(call.args, list) or not isinstance(call.kwargs, dict):
+            raise ValueError("stored arguments are not a JSON list and object")
+    except Exception as e:
+        return failure(app, call, e)
+    app.fire("started", job)
+    return call
+
+def run_sync(app: Conveyor, call: Call) -> JobOutcome:
+    assert call.definition is not None and call.args is not None and call.kwargs is not None
+    token = _current.set(call.context)
+    try:
+        value = call.definition.func(*call.args, **call.kwargs)
+    except BaseException as e:  # noqa: BLE001 - every ending is recorded
+        return failure(app, call, e)
+    finally:
+        _current.reset(token)
+    return success(app, call, value)
+
+async def run_async(app: Conveyor, call: Call) -> JobOutcome:
+    assert call.definition is not None and call.args is not None and call.kwargs is not None
+    token = _current.set(call.context)
+    timeout = call.job.timeout
+    try:
+        coro = call.definition.func(*call.args, **call.kwargs)
+        value = await (asyncio.wait_for(coro, timeout) if timeout else coro)
+    except TimeoutError:
+        return failure(app, call, JobTimeout(f"job ran past its timeout of {timeout:g}s"))
+    except BaseException as e:  # noqa: BLE001
+        return failure(app, call, e)
+    finally:
+        _current.reset(token)
+    return success(app, call, value)
+
+def success(app: Conveyor, call: Call, value: Any) -> JobOutcome:
+    try:
+        result = serialization.dumps(value, path="result")
+    except TypeError as e:
+        return failure(app, call, e)
+    outcome = JobOutcome(
+        job_id=call.job.id, lease=call.job.lease or "", attempt=call.job.attempt,
+        worker_id=call.worker_id, started_at=call.job.started_at or app.clock.now(),
+        state=JobState.SUCCEEDED, outcome=AttemptOutcome.SUCCEEDED, result=result,
+    )
+    _report(app, call, outcome, None)
+    return outcome
+
+def failure(app: Conveyor, call: Call, error: BaseException) -> JobOutcome:
+    job = call.job
+    policy: Retry = call.definition.retry if call.definition else Retry(attempts=job.max_attempts)
+    kind = next((k for cls, k in _INTERRUPTIONS.items() if isinstance(error, cls)), None)
+    retry_at = None
+    if isinstance(error, JobCancelled):
+        state = JobState.CANCELLED
+    elif policy.should_retry(error, job.attempt, limit=job.max_attempts):
+        state = JobState.FAILED
+        retry_at = app.clock.now() + policy.delay(job.attempt)
+    else:
+        state = JobState.DEAD
+    is_ours = isinstance(error, ConveyorError) and not isinstance(error, JobInterrupted)
+    outcome = JobOutcome(
+        job_id=job.id, lease=job.lease or "", attempt=job.attempt, worker_id=call.worker_id,
+        started_at=job.started_at or app.clock.now(), state=state,
+        outcome=kind or AttemptOutcome.ERROR, error_class=_class_name(error),
+        error_message=str(error), retry_at=retry_at,
+        traceback=None if is_ours else "".join(traceback.format_exception(error)),
+    )
+    _report(app, call, outcome, error)
+    return outcome
+
+def _class_name(error: BaseException) -> str:
+    cls = type(error)
+    if cls.__module__ in ("builtins", "conveyor.errors"):
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+def _report(app: Conveyor, call: Call, outcome: JobOutcome, error: BaseException | None) -> None:
+    ms = (time.perf_counter() - call.started) * 1000 if call.started else 0.0
+    job = call.job
+    if outcome.state is JobState.SUCCEEDED:
+        app.fire("succeeded", job)
+        if log.isEnabledFor(logging.INFO):
+            log.info("job succeeded", extra=_fields(job, ms, outcome))
+        return
+    app.fire("failed" if outcome.state is JobState.FAILED else "dead", job, error)
+    level = logging.WARNING if outcome.state is JobState.FAILED else logging.ERROR
+    log.log(level, "job %s", _verb(outcome.state), extra=_fields(job, ms, outcome))
+
+def _verb(state: JobState) -> str:
+    return {JobState.FAILED: "failed, will retry", JobState.DEAD: "dead",
+            JobState.CANCELLED: "cancelled"}.get(state, str(state))
+
+def _fields(job: JobRecord, ms: float, outcome: JobOutcome) -> dict[str, Any]:
+    extra: dict[str, Any] = {
+        "job_id": job.id, "job_name": job.name, "queue": job.queue, "attempt": job.attempt,
+        "duration_ms": round(ms, 2),
+    }
+    if outcome.error_class:
+        extra["error"] = outcome.error_summary
+    if outcome.retry_at:
+        extra["retry_at"] = outcome.retry_at.isoformat()
+    return extra

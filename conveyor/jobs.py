@@ -1,0 +1,190 @@
+"""Job definitions: what ``@app.job`` returns, and the options it carries."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from . import serialization
+from .errors import UnknownJob
+from .models import NewJob
+from .retry import NO_RETRY, Retry
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+    from .client import JobHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
+RESERVED = ("connection",)  # enqueue keywords that are conveyor's, not the job's
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    queue: str = "default"
+    priority: int = 0
+    timeout: float | None = None
+    run_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedJob:
+    """A job with its arguments bound and encoded, ready for ``app.enqueue_many``."""
+
+    definition: JobDefinition[Any, Any]
+    new_job: NewJob
+
+
+def job_name(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}:{func.__qualname__}"
+
+
+class _Enqueuer(Generic[P, R]):
+    """Shared by a definition and its ``options(...)`` views."""
+
+    _definition: JobDefinition[P, R]
+    _options: JobOptions
+
+    def options(
+        self, *, queue: str | None = None, priority: int | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> BoundJob[P, R]:
+        changes: dict[str, Any] = {}
+        if queue is not None:
+            changes["queue"] = _check_queue(queue)
+        if priority is not None:
+            changes["priority"] = int(priority)
+        if timeout is not None:
+            changes["timeout"] = _seconds(timeout)
+        return BoundJob(self._definition, replace(self._options, **changes))
+
+    def prepare(self, *args: P.args, **kwargs: P.kwargs) -> PreparedJob:
+        d = self._definition
+        try:
+            d.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{d.name}: {e}") from None
+        o = self._options
+        new = NewJob(
+            name=d.name, args=serialization.encode_args(args),
+            kwargs=serialization.encode_kwargs(kwargs), queue=o.queue, priority=o.priority,
+            max_attempts=d.retry.attempts, timeout=o.timeout, run_at=o.run_at,
+        )
+        return PreparedJob(d, new)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        """Store the job for a worker; returns its handle at once. ``connection=`` (reserved)
+        writes it inside the caller's open transaction."""
+        connection = kwargs.pop("connection", None)
+        prepared = self.prepare(*args, **kwargs)
+        return self._definition.app.enqueue_many([prepared], connection=connection)[0]
+
+    def enqueue_in(self, delay: timedelta | float, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        when = self._definition.app.clock.now() + timedelta(seconds=_seconds(delay))
+        return BoundJob(self._definition, replace(self._options, run_at=when)).enqueue(*args, **kwargs)
+
+    def enqueue_at(self, when: datetime, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        if when.tzinfo is None:
+            raise ValueError("enqueue_at needs an aware datetime (e.g. datetime.now(UTC))")
+        return BoundJob(self._definition, replace(self._options, run_at=when)).enqueue(*args, **kwargs)
+
+
+class BoundJob(_Enqueuer[P, R]):
+    def __init__(self, definition: JobDefinition[P, R], options: JobOptions) -> None:
+        self._definition = definition
+        self._options = options
+
+
+class JobDefinition(_Enqueuer[P, R]):
+    """A function registered as a job. Calling it runs it inline, now."""
+
+    def __init__(
+        self, app: Conveyor, func: Callable[P, R], *, name: str | None = None,
+        queue: str = "default", priority: int = 0, timeout: float | timedelta | None = None,
+        retry: Retry | int | None = None,
+    ) -> None:
+        if isinstance(retry, int):
+            retry = Retry(attempts=retry)
+        self.app = app
+        self.func = func
+        self.name = name or job_name(func)
+        self.retry = retry or NO_RETRY
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.signature = inspect.signature(func)
+        self._definition = self
+        self._options = JobOptions(
+            queue=_check_queue(queue), priority=int(priority),
+            timeout=None if timeout is None else _seconds(timeout),
+        )
+        self.__wrapped__ = func
+        self.__doc__ = func.__doc__
+        self.__name__ = getattr(func, "__name__", self.name)
+
+    @property
+    def queue(self) -> str:
+        return self._options.queue
+
+    @property
+    def timeout(self) -> float | None:
+        return self._options.timeout
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<job {self.name} queue={self.queue}>"
+
+
+AnyJob = JobDefinition[Any, Any]
+AsyncFunc = Callable[..., Awaitable[Any]]
+
+
+class Registry:
+    """Job definitions by name; a name not yet seen is imported from its ``module:function``."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, AnyJob] = {}
+
+    def add(self, definition: AnyJob) -> None:
+        existing = self._jobs.get(definition.name)
+        if existing is not None and existing.func is not definition.func:
+            raise ValueError(f"two jobs are named {definition.name!r}; pass name= to one of them")
+        self._jobs[definition.name] = definition
+
+    def names(self) -> list[str]:
+        return sorted(self._jobs)
+
+    def get(self, name: str) -> AnyJob | None:
+        return self._jobs.get(name)
+
+    def resolve(self, name: str) -> AnyJob:
+        """The definition for ``name``, importing its module if needed; UnknownJob otherwise."""
+        found = self._jobs.get(name)
+        if found is not None:
+            return found
+        module, sep, _ = name.partition(":")
+        if sep and module:
+            try:
+                importlib.import_module(module)
+            except Exception as e:
+                raise UnknownJob(
+                    f"job {name!r}: importing module {module!r} failed: {type(e).__name__}: {e}"
+                ) from e
+            found = self._jobs.get(name)
+            if found is not None:
+                return found
+        raise UnknownJob(f"no job named {name!r} is registered with this app")
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _check_queue(queue: str) -> str:
+    if not isinstance(queue, str) or not queue or len(queue) > 200 or "," in queue or ":" in queue:
+        raise ValueError(f"invalid queue name {queue!r} (non-empty, no ',' or ':')")
+    return queue

@@ -1,0 +1,166 @@
+"""Records and states shared by every layer. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for run_at
+    READY = "ready"  # may start now
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # an attempt failed; waits for run_at, then runs again
+    DEAD = "dead"  # attempts exhausted or discarded by policy
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"  # waiting on a dependency or a concurrency limit
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
+WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.READY, JobState.FAILED, JobState.BLOCKED})
+
+
+class AttemptOutcome(StrEnum):
+    """Why an attempt ended."""
+
+    SUCCEEDED = "succeeded"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    MEMORY_EXCEEDED = "memory_exceeded"
+    CANCELLED = "cancelled"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job about to be written. Payloads are already encoded."""
+
+    name: str
+    args: str = "[]"
+    kwargs: str = "{}"
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 1
+    timeout: float | None = None
+    run_at: datetime | None = None  # None: ready now
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: int
+    name: str
+    queue: str
+    priority: int
+    state: JobState
+    args: str
+    kwargs: str
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    worker_id: str | None = None
+    lease: str | None = None
+    result: str | None = None
+    error: str | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    cancel_requested: bool = False
+    lost_count: int = 0
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How one claimed attempt ended, written back in one fenced store call."""
+
+    job_id: int
+    lease: str
+    attempt: int
+    worker_id: str
+    started_at: datetime
+    state: JobState  # SUCCEEDED, FAILED (retry at retry_at), DEAD or CANCELLED
+    outcome: AttemptOutcome
+    result: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    retry_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def error_summary(self) -> str | None:
+        if self.error_class is None:
+            return None
+        return f"{self.error_class}: {self.error_message}" if self.error_message else self.error_class
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    job_id: int
+    attempt: int
+    worker_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: AttemptOutcome
+    error_class: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    job_id: int
+    attempt: int
+    at: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """A supervisor or worker process, as registered in the store."""
+
+    id: str
+    kind: str  # "supervisor" | "worker"
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    supervisor_id: str | None = None
+    queues: tuple[str, ...] = ()
+    concurrency: int = 0
+    job_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    paused: bool = False
+    counts: dict[JobState, int] = field(default_factory=dict)
+    oldest_ready_at: datetime | None = None
+
+    def count(self, state: JobState) -> int:
+        return self.counts.get(state, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    states: tuple[JobState, ...] = ()
+    queue: str | None = None
+    name: str | None = None
+    ids: tuple[int, ...] = ()
+    limit: int = 100
+    before_id: int | None = None  # newest first; page with the last id seen

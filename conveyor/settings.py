@@ -1,0 +1,94 @@
+"""Settings: keyword arguments of ``Conveyor(...)``; ``CONVEYOR_<NAME>`` fills in any not passed."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields, replace
+from datetime import timedelta
+from typing import Any
+
+from .errors import ConfigurationError
+
+DEFAULT_URL = "sqlite:///conveyor.db"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|k|m|g)?\s*$", re.IGNORECASE)
+_SIZES = {"b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+
+
+def parse_duration(value: Any, name: str = "duration") -> float:
+    """Seconds from a number, a timedelta, or text like ``90``, ``1.5s``, ``30m``, ``7d``."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigurationError(f"{name}: {value!r} is not a duration (e.g. 30, 45s, 10m, 7d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_size(value: Any, name: str = "size") -> int:
+    """Bytes from a number or text like ``512MB``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigurationError(f"{name}: {value!r} is not a size (e.g. 512MB, 2GB)")
+    return int(float(m.group(1)) * _SIZES[(m.group(2) or "b").lower()])
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_URL
+    rescue_after: float = 60.0
+    shutdown_timeout: float = 25.0
+    retention_succeeded: float = 7 * 86400.0
+    retention_dead: float = 30 * 86400.0
+    poll_interval: float = 1.0  # longest an idle worker waits before looking again
+    heartbeat_interval: float = 0.0  # 0: derived from rescue_after
+    max_memory: int | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    @property
+    def heartbeat_every(self) -> float:
+        return self.heartbeat_interval or max(0.2, min(self.rescue_after / 4, 10.0))
+
+
+_DURATIONS = {
+    "rescue_after", "shutdown_timeout", "retention_succeeded", "retention_dead",
+    "poll_interval", "heartbeat_interval",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _DURATIONS:
+        return parse_duration(value, name)
+    if name == "max_memory":
+        return parse_size(value, name)
+    if name == "log_format":
+        if value not in ("text", "json"):
+            raise ConfigurationError(f"log_format must be 'text' or 'json', not {value!r}")
+    return str(value) if name in ("database_url", "log_level") else value
+
+
+def load_settings(url: str | None, overrides: dict[str, Any], environ: Any = None) -> Settings:
+    """Explicit arguments win, then ``CONVEYOR_<NAME>`` variables, then defaults."""
+    env = os.environ if environ is None else environ
+    known = {f.name for f in fields(Settings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigurationError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name in known:
+        if name in overrides and overrides[name] is not None:
+            values[name] = _coerce(name, overrides[name])
+        elif f"CONVEYOR_{name.upper()}" in env:
+            values[name] = _coerce(name, env[f"CONVEYOR_{name.upper()}"])
+    if url is not None:
+        values["database_url"] = url
+    return replace(Settings(), **values)

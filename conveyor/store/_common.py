@@ -1,0 +1,69 @@
+"""Pieces both stores share: column lists, row conversion, migration files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from ..models import AttemptOutcome, JobRecord, JobState, ProcessRecord
+
+JOB_COLUMNS = (
+    "id, name, queue, priority, state, args, kwargs, attempt, max_attempts, timeout, run_at,"
+    " created_at, started_at, finished_at, heartbeat_at, worker_id, lease, result, error,"
+    " progress, progress_message, cancel_requested, lost_count, unique_key, concurrency_key"
+)
+PROCESS_COLUMNS = (
+    "id, kind, host, pid, started_at, heartbeat_at, supervisor_id, queues, concurrency, job_names"
+)
+ATTEMPT_COLUMNS = (
+    "job_id, attempt, worker_id, started_at, finished_at, outcome, error_class, error_message,"
+    " traceback"
+)
+FINISHED = ("succeeded", "dead", "cancelled")
+WAITING = ("scheduled", "ready", "failed", "blocked")
+
+
+def migrations(backend: str) -> list[tuple[int, str]]:
+    """(version, sql) for every migration file of a backend, in order."""
+    folder = resources.files("conveyor.store") / "migrations" / backend
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def job_from_row(row: Sequence[Any], to_dt: Any) -> JobRecord:
+    return JobRecord(
+        id=row[0], name=row[1], queue=row[2], priority=row[3], state=JobState(row[4]),
+        args=row[5], kwargs=row[6], attempt=row[7], max_attempts=row[8], timeout=row[9],
+        run_at=to_dt(row[10]), created_at=to_dt(row[11]), started_at=to_dt(row[12]),
+        finished_at=to_dt(row[13]), heartbeat_at=to_dt(row[14]), worker_id=row[15],
+        lease=row[16], result=row[17], error=row[18], progress=row[19],
+        progress_message=row[20], cancel_requested=bool(row[21]), lost_count=row[22],
+        unique_key=row[23], concurrency_key=row[24],
+    )
+
+
+def process_from_row(row: Sequence[Any], to_dt: Any) -> ProcessRecord:
+    return ProcessRecord(
+        id=row[0], kind=row[1], host=row[2], pid=row[3], started_at=to_dt(row[4]),
+        heartbeat_at=to_dt(row[5]), supervisor_id=row[6], queues=tuple(json.loads(row[7])),
+        concurrency=row[8], job_names=tuple(json.loads(row[9])),
+    )
+
+
+def attempt_fields(row: Sequence[Any], to_dt: Any) -> dict[str, Any]:
+    return dict(
+        job_id=row[0], attempt=row[1], worker_id=row[2], started_at=to_dt(row[3]),
+        finished_at=to_dt(row[4]), outcome=AttemptOutcome(row[5]), error_class=row[6],
+        error_message=row[7], traceback=row[8],
+    )
+
+
+def lost_reason(poisoned: bool, poison_after: int, reason: str) -> str:
+    if poisoned:
+        return f"{reason}; the job was lost {poison_after} times in a row (poison pill), not retried"
+    return reason

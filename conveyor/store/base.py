@@ -1,0 +1,148 @@
+"""The Store protocol: the only door to the database.
+
+Every state change is one atomic method, fenced by the claim (``lease``) it belongs to. Methods
+that depend on time take ``now``; ``None`` means "the store's own clock" (the database's ``now()``
+on PostgreSQL), which is what production passes. Tests pass a frozen time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from ..models import (
+    AttemptRecord,
+    JobFilter,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    LogRecord,
+    NewJob,
+    ProcessRecord,
+    QueueStats,
+)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; callers ask this instead of checking the URL."""
+
+    listen_notify: bool = False  # wake-ups pushed by the database
+    skip_locked: bool = False  # concurrent claimers never wait on each other
+    advisory_locks: bool = False  # leadership without a lease table
+    multi_host: bool = False  # workers may run on several hosts
+    transactional_enqueue: bool = True  # enqueue(connection=...) joins the caller's transaction
+
+
+@runtime_checkable
+class Store(Protocol):
+    url: str
+    capabilities: Capabilities
+
+    def close(self) -> None: ...
+
+    # --- schema -------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Create or upgrade the schema; returns the version now in place."""
+
+    def schema_version(self) -> int | None:
+        """The recorded schema version, or None for an empty store."""
+
+    # --- jobs ---------------------------------------------------------------------------
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], *, connection: Any = None, now: datetime | None = None
+    ) -> list[int]:
+        """Insert jobs in one transaction (the caller's, if ``connection`` is given); ids in order."""
+
+    def job_get(self, job_id: int) -> JobRecord | None: ...
+
+    def job_list(self, filter: JobFilter) -> list[JobRecord]:
+        """Newest first."""
+
+    def job_claim(
+        self, worker_id: str, queue: str, limit: int, *, now: datetime | None = None
+    ) -> list[JobRecord]:
+        """Move up to ``limit`` ready jobs of an unpaused queue to running, highest priority first,
+        each with a fresh lease and its attempt counted."""
+
+    def job_finish_many(
+        self, outcomes: Sequence[JobOutcome], *, now: datetime | None = None
+    ) -> list[bool]:
+        """Record how attempts ended. A stale lease is rejected (False) and changes nothing."""
+
+    def job_release(
+        self, leases: Sequence[tuple[int, str]], *, now: datetime | None = None
+    ) -> int:
+        """Return running jobs to ready without spending their attempt (graceful shutdown)."""
+
+    def job_progress(
+        self, job_id: int, lease: str, percent: float | None, message: str | None,
+        *, now: datetime | None = None,
+    ) -> bool:
+        """Record progress (``percent`` None: heartbeat only); False if the lease is stale."""
+
+    def job_log(self, job_id: int, attempt: int, message: str, *, now: datetime | None = None) -> None: ...
+
+    def job_logs(self, job_id: int) -> list[LogRecord]: ...
+
+    def job_attempts(self, job_id: int) -> list[AttemptRecord]: ...
+
+    def job_cancel(self, job_id: int, *, now: datetime | None = None) -> JobState | None:
+        """Cancel a waiting job at once; flag a running one. Returns the state after, None if unknown."""
+
+    def job_retry(self, job_ids: Sequence[int], *, now: datetime | None = None) -> int:
+        """Make dead, cancelled or failed jobs ready now (with one more attempt if exhausted)."""
+
+    def job_discard(self, job_ids: Sequence[int]) -> int:
+        """Delete jobs that are not running, with their attempts and logs."""
+
+    def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]: ...
+
+    # --- time-driven duties -----------------------------------------------------------
+    def jobs_promote(
+        self, *, now: datetime | None = None, include_retries: bool = False, limit: int = 10_000
+    ) -> int:
+        """Scheduled and failed jobs whose time has come become ready; ``include_retries`` makes
+        failed jobs ready regardless of their time (used by ``testing.drain``)."""
+
+    def jobs_prune(self, *, succeeded_before: datetime, dead_before: datetime) -> int: ...
+
+    def jobs_rescue(
+        self, process_ids: Sequence[str], reason: str, *, poison_after: int = 3,
+        now: datetime | None = None,
+    ) -> list[int]:
+        """Running jobs of dead processes: attempt recorded as worker_lost, then ready again,
+        or dead if attempts are exhausted or the job was lost ``poison_after`` times in a row."""
+
+    # --- queues -------------------------------------------------------------------------
+    def queue_pause(self, name: str) -> None: ...
+
+    def queue_resume(self, name: str) -> None: ...
+
+    def queue_stats(self) -> list[QueueStats]: ...
+
+    # --- processes ----------------------------------------------------------------------
+    def process_register(self, process: ProcessRecord) -> None: ...
+
+    def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> set[int]:
+        """Mark the process alive; returns ids of its running jobs whose cancellation was asked."""
+
+    def process_deregister(self, process_id: str) -> None: ...
+
+    def process_list(self) -> list[ProcessRecord]: ...
+
+    def processes_stale(self, older_than_seconds: float, *, now: datetime | None = None) -> list[str]:
+        """Ids of processes whose last heartbeat is older than the given age."""
+
+    # --- leadership and wake-ups ---------------------------------------------------------
+    def leader_acquire(self, name: str, holder: str, ttl: float) -> bool:
+        """Become (or stay) leader for ``ttl`` seconds; False if someone else holds it."""
+
+    def leader_release(self, name: str, holder: str) -> None: ...
+
+    def wait_for_jobs(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when new jobs may be ready."""

@@ -1,0 +1,603 @@
+"""The embedded store: one SQLite file in WAL mode, shared by many processes on one host.
+
+Every write runs in ``BEGIN IMMEDIATE`` so writers queue on SQLite's lock instead of failing on
+upgrade; a busy database is retried with backoff and never surfaces as "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from ..errors import ConfigurationError, SchemaError, StoreUnavailable
+from ..models import (
+    AttemptOutcome,
+    AttemptRecord,
+    JobFilter,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    LogRecord,
+    NewJob,
+    ProcessRecord,
+    QueueStats,
+)
+from . import _common as c
+from .base import SCHEMA_VERSION, Capabilities
+
+T = TypeVar("T")
+BUSY_DEADLINE = 120.0  # seconds a write keeps retrying a busy database before giving up
+
+
+def _ts(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``."""
+    rest = url[len("sqlite:") :]
+    if not rest.startswith("///"):
+        raise ConfigurationError(
+            f"malformed SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db"
+        )
+    path = rest[3:].split("?", 1)[0]
+    if not path:
+        raise ConfigurationError(f"malformed SQLite URL {url!r}: no file path")
+    return path
+
+
+class SQLiteStore:
+    capabilities = Capabilities(transactional_enqueue=True)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # --- connections and transactions ---------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(directory):
+                raise StoreUnavailable(
+                    f"cannot open SQLite database {self.path}: directory {directory} does not exist"
+                )
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA busy_timeout = 30000")
+                self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))  # type: ignore[union-attr]
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"cannot open SQLite database {self.path}: {e}") from e
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._connections = self._connections, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + BUSY_DEADLINE
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                text = str(e)
+                if "no such table" in text:
+                    raise SchemaError(
+                        f"{self.path} has no conveyor schema; run: conveyor migrate"
+                    ) from e
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise StoreUnavailable(f"SQLite database {self.path}: {text}") from e
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.25)
+            except sqlite3.DatabaseError as e:
+                raise StoreUnavailable(f"SQLite database {self.path}: {e}") from e
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one immediate transaction, retried as a whole while the file is busy."""
+        conn = self._conn()
+
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+        return self._retry(attempt)
+
+    def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        conn = self._conn()
+        return self._retry(lambda: conn.execute(sql, params).fetchall())
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection, for callers composing operations."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @staticmethod
+    def _now(now: datetime | None) -> float:
+        return time.time() if now is None else now.timestamp()
+
+    # --- schema -------------------------------------------------------------------------
+    def schema_version(self) -> int | None:
+        rows = self._read(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='conveyor_schema'"
+        )
+        if not rows:
+            return None
+        got = self._read("SELECT MAX(version) FROM conveyor_schema")
+        return got[0][0] if got and got[0][0] is not None else None
+
+    def migrate(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS conveyor_schema "
+                "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+            current = conn.execute("SELECT MAX(version) FROM conveyor_schema").fetchone()[0] or 0
+            if current > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"{self.path} has schema version {current}, newer than this conveyor "
+                    f"understands ({SCHEMA_VERSION}); upgrade conveyor"
+                )
+            for version, sql in c.migrations("sqlite"):
+                if version > current:
+                    for statement in sql.split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO conveyor_schema (version, applied_at) VALUES (?, ?)",
+                        (version, time.time()),
+                    )
+                    current = version
+            return int(current)
+
+        return self._write(run)
+
+    # --- jobs ---------------------------------------------------------------------------
+    def job_insert_many(
+        self, jobs: Sequence[NewJob], *, connection: Any = None, now: datetime | None = None
+    ) -> list[int]:
+        at = self._now(now)
+        rows = [
+            (
+                j.name, j.queue, j.priority,
+                "ready" if j.run_at is None or j.run_at.timestamp() <= at else "scheduled",
+                j.args, j.kwargs, j.max_attempts, j.timeout,
+                at if j.run_at is None else j.run_at.timestamp(), at, j.unique_key,
+                j.concurrency_key,
+            )
+            for j in jobs
+        ]
+        sql = (
+            "INSERT INTO conveyor_jobs (name, queue, priority, state, args, kwargs, max_attempts,"
+            " timeout, run_at, created_at, unique_key, concurrency_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[int]:
+            if not rows:
+                return []
+            conn.executemany(sql, rows)
+            # the write lock is held, so AUTOINCREMENT ids of this statement are consecutive
+            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            return list(range(last - len(rows) + 1, last + 1))
+
+        if connection is not None:
+            if not isinstance(connection, sqlite3.Connection):
+                raise ConfigurationError(
+                    "enqueue(connection=...) on a SQLite store needs a sqlite3.Connection"
+                )
+            return run(connection)
+        return self._write(run)
+
+    def job_get(self, job_id: int) -> JobRecord | None:
+        rows = self._read(f"SELECT {c.JOB_COLUMNS} FROM conveyor_jobs WHERE id = ?", (job_id,))
+        return c.job_from_row(rows[0], _dt) if rows else None
+
+    def job_list(self, filter: JobFilter) -> list[JobRecord]:
+        where, params = [], []
+        if filter.states:
+            where.append(f"state IN ({','.join('?' * len(filter.states))})")
+            params += [str(s) for s in filter.states]
+        for column, value in (("queue", filter.queue), ("name", filter.name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if filter.ids:
+            where.append(f"id IN ({','.join('?' * len(filter.ids))})")
+            params += list(filter.ids)
+        if filter.before_id is not None:
+            where.append("id < ?")
+            params.append(filter.before_id)
+        sql = f"SELECT {c.JOB_COLUMNS} FROM conveyor_jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(filter.limit)
+        return [c.job_from_row(r, _dt) for r in self._read(sql, params)]
+
+    def job_claim(
+        self, worker_id: str, queue: str, limit: int, *, now: datetime | None = None
+    ) -> list[JobRecord]:
+        at = self._now(now)
+        lease = uuid.uuid4().hex[:16]
+        sql = (
+            "UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = ?,"
+            " lease = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL, progress = NULL,"
+            " progress_message = NULL"
+            " WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'ready' AND queue = ?"
+            "   ORDER BY priority DESC, id LIMIT ?)"
+            " AND NOT EXISTS (SELECT 1 FROM conveyor_queues WHERE name = ? AND paused = 1)"
+            f" RETURNING {c.JOB_COLUMNS}"
+        )
+        rows = self._write(
+            lambda conn: conn.execute(sql, (worker_id, lease, at, at, queue, limit, queue)).fetchall()
+        )
+        jobs = [c.job_from_row(r, _dt) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.id))
+        return jobs
+
+    def job_finish_many(
+        self, outcomes: Sequence[JobOutcome], *, now: datetime | None = None
+    ) -> list[bool]:
+        at = self._now(now)
+        update = (
+            "UPDATE conveyor_jobs SET state = ?, result = ?, error = ?, lease = NULL,"
+            " heartbeat_at = NULL, lost_count = 0, finished_at = ?, run_at = COALESCE(?, run_at)"
+            " WHERE id = ? AND lease = ? AND state = 'running'"
+        )
+        insert = (
+            f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            accepted = []
+            for o in outcomes:
+                finished = _ts(o.finished_at) or at
+                cur = conn.execute(update, (
+                    str(o.state), o.result, o.error_summary,
+                    finished if o.state.finished else None, _ts(o.retry_at), o.job_id, o.lease,
+                ))
+                ok = cur.rowcount == 1
+                if ok:
+                    conn.execute(insert, (
+                        o.job_id, o.attempt, o.worker_id, o.started_at.timestamp(), finished,
+                        str(o.outcome), o.error_class, o.error_message, o.traceback,
+                    ))
+                accepted.append(ok)
+            return accepted
+
+        return self._write(run)
+
+    def job_release(self, leases: Sequence[tuple[int, str]], *, now: datetime | None = None) -> int:
+        at = self._now(now)
+
+        def run(conn: sqlite3.Connection) -> int:
+            released = 0
+            for job_id, lease in leases:
+                row = conn.execute(
+                    "UPDATE conveyor_jobs SET attempt = attempt - 1, lease = NULL,"
+                    " heartbeat_at = NULL, run_at = ?,"
+                    " state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,"
+                    " finished_at = CASE WHEN cancel_requested THEN ? END"
+                    " WHERE id = ? AND lease = ? AND state = 'running'"
+                    " RETURNING attempt + 1, worker_id, started_at",
+                    (at, at, job_id, lease),
+                ).fetchone()
+                if row:
+                    released += 1
+                    conn.execute(
+                        f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, 'shutdown', NULL, ?, NULL)",
+                        (job_id, row[0], row[1], row[2], at,
+                         "worker shut down before the job finished; attempt not counted"),
+                    )
+            return released
+
+        return self._write(run)
+
+    def job_progress(
+        self, job_id: int, lease: str, percent: float | None, message: str | None,
+        *, now: datetime | None = None,
+    ) -> bool:
+        at = self._now(now)
+        if percent is None:
+            sql, params = (
+                "UPDATE conveyor_jobs SET heartbeat_at = ? WHERE id = ? AND lease = ?",
+                (at, job_id, lease),
+            )
+        else:
+            sql, params = (
+                "UPDATE conveyor_jobs SET heartbeat_at = ?, progress = ?, progress_message = ?"
+                " WHERE id = ? AND lease = ?",
+                (at, percent, message, job_id, lease),
+            )
+        return self._write(lambda conn: conn.execute(sql, params).rowcount == 1)
+
+    def job_log(self, job_id: int, attempt: int, message: str, *, now: datetime | None = None) -> None:
+        at = self._now(now)
+        self._write(lambda conn: conn.execute(
+            "INSERT INTO conveyor_logs (job_id, attempt, at, message) VALUES (?, ?, ?, ?)",
+            (job_id, attempt, at, message),
+        ))
+
+    def job_logs(self, job_id: int) -> list[LogRecord]:
+        rows = self._read(
+            "SELECT job_id, attempt, at, message FROM conveyor_logs WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return [LogRecord(r[0], r[1], _dt(r[2]), r[3]) for r in rows]  # type: ignore[arg-type]
+
+    def job_attempts(self, job_id: int) -> list[AttemptRecord]:
+        rows = self._read(
+            f"SELECT {c.ATTEMPT_COLUMNS} FROM conveyor_attempts WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return [AttemptRecord(**c.attempt_fields(r, _dt)) for r in rows]
+
+    def job_cancel(self, job_id: int, *, now: datetime | None = None) -> JobState | None:
+        at = self._now(now)
+
+        def run(conn: sqlite3.Connection) -> JobState | None:
+            conn.execute(
+                "UPDATE conveyor_jobs SET state = 'cancelled', finished_at = ?"
+                f" WHERE id = ? AND state IN {c.WAITING}",
+                (at, job_id),
+            )
+            conn.execute(
+                "UPDATE conveyor_jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'",
+                (job_id,),
+            )
+            row = conn.execute("SELECT state FROM conveyor_jobs WHERE id = ?", (job_id,)).fetchone()
+            return JobState(row[0]) if row else None
+
+        return self._write(run)
+
+    def job_retry(self, job_ids: Sequence[int], *, now: datetime | None = None) -> int:
+        at = self._now(now)
+        marks = ",".join("?" * len(job_ids))
+        sql = (
+            "UPDATE conveyor_jobs SET state = 'ready', run_at = ?, finished_at = NULL,"
+            " max_attempts = MAX(max_attempts, attempt + 1), cancel_requested = 0, lost_count = 0"
+            f" WHERE id IN ({marks}) AND state IN ('dead', 'cancelled', 'failed')"
+        )
+        if not job_ids:
+            return 0
+        return self._write(lambda conn: conn.execute(sql, (at, *job_ids)).rowcount)
+
+    def job_discard(self, job_ids: Sequence[int]) -> int:
+        if not job_ids:
+            return 0
+        marks = ",".join("?" * len(job_ids))
+
+        def run(conn: sqlite3.Connection) -> int:
+            ids = [r[0] for r in conn.execute(
+                f"SELECT id FROM conveyor_jobs WHERE id IN ({marks}) AND state != 'running'",
+                tuple(job_ids),
+            )]
+            self._delete_jobs(conn, ids)
+            return len(ids)
+
+        return self._write(run)
+
+    @staticmethod
+    def _delete_jobs(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for table, column in (
+                ("conveyor_attempts", "job_id"), ("conveyor_logs", "job_id"),
+                ("conveyor_job_dependencies", "job_id"), ("conveyor_jobs", "id"),
+            ):
+                conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
+
+    def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]:
+        if queue is None:
+            rows = self._read("SELECT id FROM conveyor_jobs WHERE state = ?", (str(state),))
+        else:
+            rows = self._read(
+                "SELECT id FROM conveyor_jobs WHERE state = ? AND queue = ?", (str(state), queue)
+            )
+        return [r[0] for r in rows]
+
+    # --- time-driven duties -----------------------------------------------------------
+    def jobs_promote(
+        self, *, now: datetime | None = None, include_retries: bool = False, limit: int = 10_000
+    ) -> int:
+        at = self._now(now)
+        sql = (
+            "UPDATE conveyor_jobs SET state = 'ready', run_at = MIN(run_at, ?) WHERE id IN"
+            " (SELECT id FROM conveyor_jobs WHERE state IN ('scheduled', 'failed') AND"
+            " (run_at <= ? OR (? AND state = 'failed')) ORDER BY run_at LIMIT ?)"
+        )
+        return self._write(lambda conn: conn.execute(sql, (at, at, include_retries, limit)).rowcount)
+
+    def jobs_prune(self, *, succeeded_before: datetime, dead_before: datetime) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM conveyor_jobs WHERE (state = 'succeeded' AND finished_at < ?)"
+                " OR (state IN ('dead', 'cancelled') AND finished_at < ?) LIMIT 5000",
+                (succeeded_before.timestamp(), dead_before.timestamp()),
+            )]
+            self._delete_jobs(conn, ids)
+            return len(ids)
+
+        total = 0
+        while (n := self._write(run)) > 0:
+            total += n
+        return total
+
+    def jobs_rescue(
+        self, process_ids: Sequence[str], reason: str, *, poison_after: int = 3,
+        now: datetime | None = None,
+    ) -> list[int]:
+        if not process_ids:
+            return []
+        at = self._now(now)
+        marks = ",".join("?" * len(process_ids))
+
+        def run(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT id, attempt, max_attempts, lost_count, worker_id, started_at"
+                f" FROM conveyor_jobs WHERE state = 'running' AND worker_id IN ({marks})",
+                tuple(process_ids),
+            ).fetchall()
+            for job_id, attempt, max_attempts, lost, worker, started in rows:
+                poisoned = lost + 1 >= poison_after
+                dead = poisoned or attempt >= max_attempts
+                message = c.lost_reason(poisoned, poison_after, reason)
+                conn.execute(
+                    "UPDATE conveyor_jobs SET state = ?, lease = NULL, heartbeat_at = NULL,"
+                    " lost_count = lost_count + 1, error = ?, run_at = ?, finished_at = ?"
+                    " WHERE id = ?",
+                    ("dead" if dead else "ready", f"WorkerLost: {message}", at,
+                     at if dead else None, job_id),
+                )
+                conn.execute(
+                    f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'WorkerLost', ?, NULL)",
+                    (job_id, attempt, worker, started, at, str(AttemptOutcome.WORKER_LOST), message),
+                )
+            return [r[0] for r in rows]
+
+        return self._write(run)
+
+    # --- queues -------------------------------------------------------------------------
+    def _set_paused(self, name: str, paused: bool) -> None:
+        self._write(lambda conn: conn.execute(
+            "INSERT INTO conveyor_queues (name, paused, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET paused = excluded.paused,"
+            " updated_at = excluded.updated_at",
+            (name, int(paused), time.time()),
+        ))
+
+    def queue_pause(self, name: str) -> None:
+        self._set_paused(name, True)
+
+    def queue_resume(self, name: str) -> None:
+        self._set_paused(name, False)
+
+    def queue_stats(self) -> list[QueueStats]:
+        counts: dict[str, dict[JobState, int]] = {}
+        for queue, state, n in self._read(
+            "SELECT queue, state, COUNT(*) FROM conveyor_jobs WHERE state IN"
+            " ('scheduled', 'ready', 'running', 'failed', 'dead', 'blocked') GROUP BY queue, state"
+        ):
+            counts.setdefault(queue, {})[JobState(state)] = n
+        oldest = dict(self._read(
+            "SELECT queue, MIN(run_at) FROM conveyor_jobs WHERE state = 'ready' GROUP BY queue"
+        ))
+        paused = dict(self._read("SELECT name, paused FROM conveyor_queues"))
+        names = sorted(set(counts) | set(paused))
+        return [
+            QueueStats(q, bool(paused.get(q)), counts.get(q, {}), _dt(oldest.get(q)))
+            for q in names
+        ]
+
+    # --- processes ----------------------------------------------------------------------
+    def process_register(self, process: ProcessRecord) -> None:
+        p = process
+        self._write(lambda conn: conn.execute(
+            f"INSERT OR REPLACE INTO conveyor_processes ({c.PROCESS_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (p.id, p.kind, p.host, p.pid, p.started_at.timestamp(), p.heartbeat_at.timestamp(),
+             p.supervisor_id, json.dumps(list(p.queues)), p.concurrency,
+             json.dumps(list(p.job_names))),
+        ))
+
+    def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> set[int]:
+        at = self._now(now)
+
+        def run(conn: sqlite3.Connection) -> set[int]:
+            conn.execute(
+                "UPDATE conveyor_processes SET heartbeat_at = ? WHERE id = ?", (at, process_id)
+            )
+            return {r[0] for r in conn.execute(
+                "SELECT id FROM conveyor_jobs WHERE state = 'running' AND worker_id = ?"
+                " AND cancel_requested = 1", (process_id,),
+            )}
+
+        return self._write(run)
+
+    def process_deregister(self, process_id: str) -> None:
+        self._write(lambda conn: conn.execute(
+            "DELETE FROM conveyor_processes WHERE id = ?", (process_id,)
+        ))
+
+    def process_list(self) -> list[ProcessRecord]:
+        rows = self._read(
+            f"SELECT {c.PROCESS_COLUMNS} FROM conveyor_processes ORDER BY started_at, id"
+        )
+        return [c.process_from_row(r, _dt) for r in rows]
+
+    def processes_stale(self, older_than_seconds: float, *, now: datetime | None = None) -> list[str]:
+        cutoff = self._now(now) - older_than_seconds
+        rows = self._read("SELECT id FROM conveyor_processes WHERE heartbeat_at < ?", (cutoff,))
+        return [r[0] for r in rows]
+
+    # --- leadership and wake-ups ---------------------------------------------------------
+    def leader_acquire(self, name: str, holder: str, ttl: float) -> bool:
+        at = time.time()
+        return self._write(lambda conn: conn.execute(
+            "INSERT INTO conveyor_leaders (name, holder, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+            " expires_at = excluded.expires_at"
+            " WHERE conveyor_leaders.holder = excluded.holder OR conveyor_leaders.expires_at < ?",
+            (name, holder, at + ttl, at),
+        ).rowcount == 1)
+
+    def leader_release(self, name: str, holder: str) -> None:
+        self._write(lambda conn: conn.execute(
+            "DELETE FROM conveyor_leaders WHERE name = ? AND holder = ?", (name, holder)
+        ))
+
+    def wait_for_jobs(self, timeout: float) -> None:
+        """Poll SQLite's data_version (changes when another connection commits): a few
+        microseconds a check, so an idle worker notices a new job within milliseconds."""
+        conn = self._conn()
+        deadline = time.monotonic() + timeout
+        start = conn.execute("PRAGMA data_version").fetchone()[0]
+        while time.monotonic() < deadline:
+            time.sleep(0.002)
+            if conn.execute("PRAGMA data_version").fetchone()[0] != start:
+                return

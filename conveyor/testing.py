@@ -1,0 +1,228 @@
+"""Test helpers: a throw-away store, assertions on enqueued jobs, ``drain()``, frozen time.
+
+::
+
+    from conveyor.testing import isolated, assert_enqueued, drain
+
+    @pytest.fixture(autouse=True)
+    def jobs():
+        with isolated(app) as t:      # a fresh SQLite store in a temp dir, time frozen
+            yield t
+
+    def test_signup():
+        signup("ada@example.com")
+        assert_enqueued(send_welcome_email, args=[42])
+        drain()                        # runs every ready job, following retries
+        t.advance(timedelta(days=1))   # scheduled jobs come due
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import executor, serialization
+from .app import Conveyor
+from .clock import Clock, FrozenClock
+from .jobs import JobDefinition
+from .models import JobFilter, JobOutcome, JobRecord, JobState
+from .store import Store, open_store
+
+__all__ = [
+    "DrainResult", "TestContext", "assert_enqueued", "assert_not_enqueued", "drain", "isolated",
+]
+
+WAITING = (JobState.READY, JobState.SCHEDULED, JobState.FAILED, JobState.BLOCKED)
+_active: ContextVar[tuple[TestContext, ...]] = ContextVar("conveyor_testing", default=())
+
+
+@dataclass
+class DrainResult:
+    succeeded: int = 0
+    failed: int = 0  # attempts that failed and were retried
+    dead: int = 0
+    cancelled: int = 0
+    outcomes: list[JobOutcome] = field(default_factory=list)
+
+    @property
+    def ran(self) -> int:
+        return len(self.outcomes)
+
+
+@dataclass
+class TestContext:
+    app: Conveyor
+    store: Store
+    clock: FrozenClock | None
+    _draining: threading.Lock = field(default_factory=threading.Lock)
+
+    def drain(self, *, max_jobs: int = 10_000) -> DrainResult:
+        return drain(self.app, max_jobs=max_jobs)
+
+    def advance(self, delta: timedelta | float) -> datetime:
+        """Move frozen time forward; scheduled jobs now due run on the next ``drain()``."""
+        if self.clock is None:
+            raise RuntimeError("time is not frozen in this context; use isolated(app, freeze=True)")
+        return self.clock.advance(delta)
+
+    def travel(self, when: datetime) -> None:
+        if self.clock is None:
+            raise RuntimeError("time is not frozen in this context; use isolated(app, freeze=True)")
+        self.clock.set(when)
+
+    def enqueued(self, job: JobDefinition[Any, Any] | str | None = None) -> list[JobRecord]:
+        """Jobs waiting to run (ready, scheduled, failed awaiting retry, blocked), oldest first."""
+        name = job if isinstance(job, str) or job is None else job.name
+        found = self.store.job_list(JobFilter(states=WAITING, name=name, limit=100_000))
+        return sorted(found, key=lambda j: j.id)
+
+
+@contextmanager
+def isolated(
+    app: Conveyor, *, inline: bool = False, freeze: bool = True, url: str | None = None
+) -> Iterator[TestContext]:
+    """Give ``app`` a fresh store for the duration (a temp SQLite file unless ``url``), with time
+    frozen (``freeze``) and, with ``inline=True``, every enqueue running the job at once."""
+    tmp = None
+    if url is None:
+        tmp = tempfile.mkdtemp(prefix="conveyor-test-")
+        url = f"sqlite:///{tmp}/conveyor.db"
+    store = open_store(url)
+    store.migrate()
+    saved: tuple[Store | None, Clock, Any] = (app._store, app.clock, app.inline_runner)
+    clock = FrozenClock() if freeze else None
+    app.use_store(store)
+    if clock is not None:
+        app.clock = clock
+    ctx = TestContext(app, store, clock)
+    if inline:
+        app.inline_runner = lambda: _drain_if_idle(ctx)
+    token = _active.set((*_active.get(), ctx))
+    try:
+        yield ctx
+    finally:
+        _active.reset(token)
+        app.use_store(saved[0])
+        app.clock, app.inline_runner = saved[1], saved[2]
+        store.close()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _context(app: Conveyor | None = None) -> TestContext:
+    for ctx in reversed(_active.get()):
+        if app is None or ctx.app is app:
+            return ctx
+    raise RuntimeError("no conveyor.testing.isolated(app) context is active")
+
+
+def _drain_if_idle(ctx: TestContext) -> None:
+    if ctx._draining.acquire(blocking=False):  # an enqueue from inside a drained job waits its turn
+        try:
+            _drain(ctx.app, max_jobs=10_000, result=DrainResult())
+        finally:
+            ctx._draining.release()
+
+
+def drain(app: Conveyor | None = None, *, max_jobs: int = 10_000) -> DrainResult:
+    """Run every ready job — and scheduled ones due by the app's clock — synchronously, in this
+    process, following retries (their backoff is skipped) until nothing is left to run."""
+    target = app if app is not None else _context().app
+    return _drain(target, max_jobs=max_jobs, result=DrainResult())
+
+
+def _drain(app: Conveyor, *, max_jobs: int, result: DrainResult) -> DrainResult:
+    store = app.store
+    while result.ran < max_jobs:
+        now = app._now()
+        store.jobs_promote(now=now, include_retries=True)
+        queues = [s.queue for s in store.queue_stats() if s.count(JobState.READY) and not s.paused]
+        claimed = [j for q in queues for j in store.job_claim("testing", q, 100, now=now)]
+        if not claimed:
+            break
+        for job in claimed:
+            outcome = _run_one(app, job)
+            store.job_finish_many([outcome], now=app._now())
+            result.outcomes.append(outcome)
+            attr = "failed" if outcome.state is JobState.FAILED else str(outcome.state)
+            setattr(result, attr, getattr(result, attr) + 1)
+    return result
+
+
+def _run_one(app: Conveyor, job: JobRecord) -> JobOutcome:
+    call = executor.prepare(app, job, "testing")
+    if isinstance(call, JobOutcome):
+        return call
+    assert call.definition is not None
+    if not call.definition.is_async:
+        return executor.run_sync(app, call)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(executor.run_async(app, call))
+    box: list[JobOutcome] = []  # called from inside an event loop: run on a fresh one aside
+    t = threading.Thread(target=lambda: box.append(asyncio.run(executor.run_async(app, call))))
+    t.start()
+    t.join()
+    return box[0]
+
+
+def _matching(
+    job: JobDefinition[Any, Any] | str, args: Sequence[Any] | None, kwargs: dict[str, Any] | None,
+    queue: str | None, app: Conveyor | None,
+) -> tuple[list[JobRecord], list[JobRecord]]:
+    if app is None and isinstance(job, JobDefinition):
+        app = job.app
+    ctx = _context(app)
+    waiting = ctx.enqueued(job)
+    found = [
+        j for j in waiting
+        if (args is None or serialization.loads(j.args) == serialization.loads(
+            serialization.encode_args(list(args))))
+        and (kwargs is None or serialization.loads(j.kwargs) == kwargs)
+        and (queue is None or j.queue == queue)
+    ]
+    return found, waiting
+
+
+def _describe(jobs: list[JobRecord]) -> str:
+    if not jobs:
+        return "nothing of that name is enqueued"
+    return "enqueued: " + "; ".join(
+        f"{j.name}(args={j.args}, kwargs={j.kwargs}, queue={j.queue})" for j in jobs[:10]
+    )
+
+
+def assert_enqueued(
+    job: JobDefinition[Any, Any] | str, args: Sequence[Any] | None = None,
+    kwargs: dict[str, Any] | None = None, queue: str | None = None, *,
+    count: int | None = None, app: Conveyor | None = None,
+) -> list[JobRecord]:
+    """Raise AssertionError unless a waiting job matches (``count``: exactly that many)."""
+    found, waiting = _matching(job, args, kwargs, queue, app)
+    name = job if isinstance(job, str) else job.name
+    if not found or (count is not None and len(found) != count):
+        want = f"{count} job(s)" if count is not None else "a job"
+        raise AssertionError(
+            f"expected {want} {name} with args={args} kwargs={kwargs} queue={queue}, "
+            f"found {len(found)}; {_describe(waiting)}"
+        )
+    return found
+
+
+def assert_not_enqueued(
+    job: JobDefinition[Any, Any] | str, args: Sequence[Any] | None = None,
+    kwargs: dict[str, Any] | None = None, queue: str | None = None, *, app: Conveyor | None = None,
+) -> None:
+    found, _ = _matching(job, args, kwargs, queue, app)
+    if found:
+        name = job if isinstance(job, str) else job.name
+        raise AssertionError(f"expected no {name} with args={args}, found {_describe(found)}")
