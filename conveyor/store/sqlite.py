@@ -270,6 +270,11 @@ class SQLiteStore:
             " AND NOT EXISTS (SELECT 1 FROM conveyor_queues WHERE name = ? AND paused = 1)"
             f" RETURNING {c.JOB_COLUMNS}"
         )
+        # a lock-free look first: idle workers polling an empty queue never take the write lock
+        if not self._read(
+            "SELECT 1 FROM conveyor_jobs WHERE state = 'ready' AND queue = ? LIMIT 1", (queue,)
+        ):
+            return []
         rows = self._write(
             lambda conn: conn.execute(sql, (worker_id, lease, at, at, queue, limit, queue)).fetchall()
         )

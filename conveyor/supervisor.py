@@ -1,0 +1,244 @@
+"""The ``conveyor worker`` process: forks worker children, restarts them, runs leader duties.
+
+Signals: SIGTERM (or a first SIGINT) stops gracefully — children stop claiming, finish running
+jobs up to ``shutdown_timeout`` and return the rest to ``ready``; a second SIGINT forces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .clock import utcnow
+from .errors import StoreError, StoreUnavailable
+from .maintenance import Maintenance
+from .models import ProcessRecord
+from .queues import QueueSpec
+from .worker import Outage, Worker
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+log = logging.getLogger("conveyor.supervisor")
+LEADER = "maintenance"
+TICK = 0.1
+_inherited: list[Any] = []  # the parent's store objects, kept unclosed in a forked child
+
+
+@dataclass
+class Child:
+    slot: int
+    worker_id: str
+    started: float
+
+
+class Supervisor:
+    def __init__(
+        self, app: Conveyor, *, processes: int = 1, concurrency: int = 10,
+        queues: QueueSpec | None = None,
+    ) -> None:
+        if processes < 1 or concurrency < 1:
+            raise ValueError("processes and concurrency must be >= 1")
+        self.app = app
+        self.processes = processes
+        self.concurrency = concurrency
+        self.queues = queues or QueueSpec()
+        self.id = f"s-{uuid.uuid4().hex[:12]}"
+        self.children: dict[int, Child] = {}
+        self.maintenance = Maintenance(app)
+        self._stopping = False
+        self._force = False
+        self._leader = False
+        self._crashes: dict[int, int] = {}  # slot -> consecutive quick deaths
+        self._restart_at: dict[int, float] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        if not self._wait_for_store():
+            return 0
+        self._register()
+        log.info("supervisor started", extra={
+            "supervisor": self.id, "processes": self.processes, "concurrency": self.concurrency,
+            "queues": str(self.queues), "store": _redact(self.app.url)})
+        for slot in range(self.processes):
+            self._spawn(slot)
+        beat = Outage("supervisor duties")
+        while not self._stopping:
+            self._reap()
+            self._respawn_due()
+            try:
+                self._duties()
+                beat.ok()
+            except StoreError as e:
+                time.sleep(beat.failed(e))
+            time.sleep(TICK)
+        self._stop_children()
+        self._cleanup()
+        return 0
+
+    def _wait_for_store(self) -> bool:
+        outage = Outage("supervisor start")
+        while not self._stopping:
+            try:
+                self.app.check_schema(create=True)
+                outage.ok()
+                return True
+            except StoreUnavailable as e:
+                time.sleep(outage.failed(e))
+        return False
+
+    def _register(self) -> None:
+        now = utcnow()
+        self.app.store.process_register(ProcessRecord(
+            id=self.id, kind="supervisor", host=socket.gethostname(), pid=os.getpid(),
+            started_at=now, heartbeat_at=now, queues=self.queues.names,
+            concurrency=self.concurrency * self.processes,
+            job_names=tuple(self.app.registry.names()),
+        ))
+        self._last_beat = time.monotonic()
+
+    def _install_signals(self) -> None:
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            if self._stopping and signum == signal.SIGINT:
+                self._force = True
+                for pid in self.children:
+                    _kill(pid, signal.SIGINT)
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+
+    # --- children -------------------------------------------------------------------------
+    def _spawn(self, slot: int) -> None:
+        worker_id = f"w-{uuid.uuid4().hex[:12]}"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                code = _child_main(self.app, worker_id, self)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.children[pid] = Child(slot, worker_id, time.monotonic())
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._child_exited(pid, child, status)
+
+    def _child_exited(self, pid: int, child: Child, status: int) -> None:
+        how = _describe_exit(status)
+        if self._stopping and os.waitstatus_to_exitcode(status) == 0:
+            return
+        rescued = self.app.store.jobs_rescue([child.worker_id], f"worker process {pid} {how}")
+        self.app.store.process_deregister(child.worker_id)
+        log.error("worker process died; restarting", extra={
+            "pid": pid, "exit": how, "rescued_jobs": len(rescued)})
+        quick = time.monotonic() - child.started < 5
+        self._crashes[child.slot] = self._crashes.get(child.slot, 0) + 1 if quick else 0
+        delay = min(30.0, 0.5 * 2 ** self._crashes[child.slot]) if quick else 0.0
+        self._restart_at[child.slot] = time.monotonic() + delay
+
+    def _respawn_due(self) -> None:
+        for slot, when in list(self._restart_at.items()):
+            if time.monotonic() >= when and not self._stopping:
+                del self._restart_at[slot]
+                self._spawn(slot)
+
+    def _duties(self) -> None:
+        store = self.app.store
+        if time.monotonic() - self._last_beat >= self.app.settings.heartbeat_every:
+            store.process_heartbeat(self.id)
+            self._last_beat = time.monotonic()
+        ttl = max(5.0, self.app.settings.rescue_after / 2)
+        leader = store.leader_acquire(LEADER, self.id, ttl)
+        if leader != self._leader:
+            log.info("leadership %s", "acquired" if leader else "lost",
+                     extra={"supervisor": self.id})
+            self._leader = leader
+        if leader:
+            self.maintenance.run_once()
+
+    def _stop_children(self) -> None:
+        for pid in list(self.children):
+            _kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.app.settings.shutdown_timeout + 10
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        for pid, child in list(self.children.items()):
+            log.error("worker did not stop in time; killing", extra={"pid": pid})
+            _kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            self.app.store.jobs_rescue([child.worker_id], f"worker process {pid} killed at shutdown")
+            del self.children[pid]
+
+    def _cleanup(self) -> None:
+        try:
+            if self._leader:
+                self.app.store.leader_release(LEADER, self.id)
+            self.app.store.process_deregister(self.id)
+        except StoreError as e:
+            log.warning("could not deregister supervisor", extra={"error": str(e)})
+        self.app.close()
+        log.info("supervisor stopped", extra={"supervisor": self.id})
+
+
+def _child_main(app: Conveyor, worker_id: str, parent: Supervisor) -> int:
+    _inherited.append(app._store)  # never touch or close the parent's connections
+    app.use_store(None)
+    worker = Worker(app, worker_id=worker_id, queues=parent.queues,
+                    concurrency=parent.concurrency, supervisor_id=parent.id)
+    interrupts = {"n": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            interrupts["n"] += 1
+        worker.request_stop(force=interrupts["n"] >= 2)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return worker.run()
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url

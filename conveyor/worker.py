@@ -1,0 +1,274 @@
+"""One worker process: claims jobs into ``concurrency`` slots and runs them.
+
+Sync jobs run on a thread pool, async jobs on one event loop in its own thread. The main thread
+claims (as many jobs as there are free slots, in one store call per queue); a completer thread
+writes outcomes back in batches; a heartbeat thread keeps the process visibly alive and relays
+cancellation requests. No SQL here: every store access is one Store method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from . import executor
+from .clock import utcnow
+from .errors import StoreError
+from .models import JobOutcome, JobRecord, ProcessRecord
+from .queues import QueueSpec
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+_FLUSH = object()
+
+
+class Outage:
+    """Logs a store outage once when it starts and once when it ends, and paces retries."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.delay = 0.1
+
+    def failed(self, error: Exception) -> float:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("store unavailable, %s paused; retrying", self.what, extra={"error": str(error)})
+        delay, self.delay = self.delay, min(self.delay * 2, 5.0)
+        return delay
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.warning("store back, %s resumed", self.what,
+                        extra={"down_s": round(time.monotonic() - self.since, 2)})
+            self.since, self.delay = None, 0.1
+
+
+class Worker:
+    def __init__(
+        self, app: Conveyor, *, worker_id: str, queues: QueueSpec | None = None,
+        concurrency: int = 10, supervisor_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.app = app
+        self.id = worker_id
+        self.queues = queues or QueueSpec()
+        self.concurrency = concurrency
+        self.supervisor_id = supervisor_id
+        self.parent_pid = os.getppid()
+        self._running: dict[int, executor.Call] = {}
+        self._lock = threading.Lock()
+        self._outcomes: queue.SimpleQueue[JobOutcome | object] = queue.SimpleQueue()
+        self._slot_freed = threading.Event()
+        self._stop = threading.Event()
+        self._force = threading.Event()
+        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="conveyor-job")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- control ------------------------------------------------------------------------
+    def request_stop(self, *, force: bool = False) -> None:
+        """Stop claiming; running jobs finish up to ``shutdown_timeout`` (``force``: not at all)."""
+        if force:
+            self._force.set()
+        self._stop.set()
+        self._slot_freed.set()
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # --- main ---------------------------------------------------------------------------
+    def run(self) -> int:
+        store_outage = Outage("worker start")
+        while not self._stop.is_set():
+            try:
+                self._register()
+                store_outage.ok()
+                break
+            except StoreError as e:
+                self._stop.wait(store_outage.failed(e))
+        completer = threading.Thread(target=self._complete_loop, name="conveyor-completer")
+        beat = threading.Thread(target=self._heartbeat_loop, name="conveyor-heartbeat", daemon=True)
+        completer.start()
+        beat.start()
+        log.info("worker started", extra={"worker": self.id, "queues": str(self.queues),
+                                          "concurrency": self.concurrency})
+        try:
+            self._claim_loop()
+        finally:
+            self._shutdown(completer)
+        return 0
+
+    def _register(self) -> None:
+        now = utcnow()
+        self.app.store.process_register(ProcessRecord(
+            id=self.id, kind="worker", host=socket.gethostname(), pid=os.getpid(),
+            started_at=now, heartbeat_at=now, supervisor_id=self.supervisor_id,
+            queues=self.queues.names, concurrency=self.concurrency,
+            job_names=tuple(self.app.registry.names()),
+        ))
+
+    def _claim_loop(self) -> None:
+        outage = Outage("claiming")
+        poll = self.app.settings.poll_interval
+        while not self._stop.is_set():
+            self._slot_freed.clear()
+            free = self.concurrency - self.busy
+            if free <= 0:
+                self._slot_freed.wait(poll)
+                continue
+            try:
+                jobs = self._claim(free)
+                if not jobs:
+                    self.app.store.wait_for_jobs(poll)
+                outage.ok()
+            except StoreError as e:
+                self._stop.wait(outage.failed(e))
+                continue
+            for job in jobs:
+                self._start(job)
+
+    def _claim(self, free: int) -> list[JobRecord]:
+        claimed: list[JobRecord] = []
+        for name in self.queues.order():
+            claimed += self.app.store.job_claim(self.id, name, free - len(claimed))
+            if len(claimed) >= free:
+                break
+        return claimed
+
+    def _start(self, job: JobRecord) -> None:
+        call = executor.prepare(self.app, job, self.id)
+        if isinstance(call, JobOutcome):
+            self._outcomes.put(call)
+            return
+        assert call.definition is not None
+        with self._lock:
+            self._running[job.id] = call
+        if call.definition.is_async:
+            asyncio.run_coroutine_threadsafe(self._run_async(call), self._event_loop())
+        else:
+            self._threads.submit(self._run_sync, call)
+
+    def _run_sync(self, call: executor.Call) -> None:
+        self._done(call, executor.run_sync(self.app, call))
+
+    async def _run_async(self, call: executor.Call) -> None:
+        self._done(call, await executor.run_async(self.app, call))
+
+    def _done(self, call: executor.Call, outcome: JobOutcome) -> None:
+        with self._lock:
+            self._running.pop(call.job.id, None)
+        self._outcomes.put(outcome)
+        self._slot_freed.set()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="conveyor-async", daemon=True).start()
+        return self._loop
+
+    # --- background threads ---------------------------------------------------------------
+    def _complete_loop(self) -> None:
+        """Write outcomes in batches; during a store outage keep them and retry."""
+        outage = Outage("recording results")
+        pending: list[JobOutcome] = []
+        stopping = False
+        while not (stopping and not pending):
+            if not pending:
+                item = self._outcomes.get()
+                if item is _FLUSH:
+                    stopping = True
+                    continue
+                pending.append(item)  # type: ignore[arg-type]
+            while len(pending) < 1000:
+                try:
+                    item = self._outcomes.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _FLUSH:
+                    stopping = True
+                else:
+                    pending.append(item)  # type: ignore[arg-type]
+            try:
+                accepted = self.app.store.job_finish_many(pending)
+                outage.ok()
+            except StoreError as e:
+                if self._force.is_set():
+                    return
+                time.sleep(outage.failed(e))
+                continue
+            for outcome, ok in zip(pending, accepted, strict=True):
+                if not ok:
+                    log.warning("result discarded: the job was taken back from this worker",
+                                extra={"job_id": outcome.job_id, "attempt": outcome.attempt})
+            pending = []
+
+    def _heartbeat_loop(self) -> None:
+        outage = Outage("heartbeats")
+        every = self.app.settings.heartbeat_every
+        while not self._stop.wait(every):
+            if os.getppid() != self.parent_pid and self.supervisor_id is not None:
+                log.error("supervisor is gone; stopping", extra={"worker": self.id})
+                self.request_stop()
+                return
+            try:
+                cancelled = self.app.store.process_heartbeat(self.id)
+                outage.ok()
+            except StoreError as e:
+                outage.failed(e)
+                continue
+            with self._lock:
+                for job_id in cancelled:
+                    call = self._running.get(job_id)
+                    if call is not None:
+                        call.context.request_cancel()
+
+    # --- shutdown -------------------------------------------------------------------------
+    def _shutdown(self, completer: threading.Thread) -> None:
+        deadline = time.monotonic() + self.app.settings.shutdown_timeout
+        if self.busy:
+            log.info("stopping: waiting for running jobs", extra={
+                "worker": self.id, "running": self.busy,
+                "timeout_s": self.app.settings.shutdown_timeout})
+        while self.busy and not self._force.is_set() and time.monotonic() < deadline:
+            self._slot_freed.clear()
+            self._slot_freed.wait(0.05)
+        with self._lock:
+            leftover = [(c.job.id, c.job.lease or "") for c in self._running.values()]
+        self._outcomes.put(_FLUSH)
+        completer.join(timeout=None if not self._force.is_set() else 5)
+        if leftover:
+            self._release(leftover)
+        try:
+            self.app.store.process_deregister(self.id)
+        except StoreError as e:
+            log.warning("could not deregister worker", extra={"error": str(e)})
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        log.info("worker stopped", extra={"worker": self.id, "returned": len(leftover)})
+
+    def _release(self, leases: list[tuple[int, str]]) -> None:
+        outage = Outage("returning unfinished jobs")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                n = self.app.store.job_release(leases)
+                log.warning("returned unfinished jobs to ready, attempt not counted",
+                            extra={"worker": self.id, "jobs": n})
+                return
+            except StoreError as e:
+                if time.monotonic() > deadline:
+                    log.error("could not return jobs; they will be rescued",
+                              extra={"worker": self.id, "error": str(e)})
+                    return
+                time.sleep(outage.failed(e))
