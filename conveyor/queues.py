@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from .errors import ConfigurationError
@@ -12,8 +11,9 @@ from .errors import ConfigurationError
 class QueueSpec:
     """``critical:3,default:2,low:1`` (weighted) or ``critical,default,low`` with ``strict``.
 
-    Weighted: each claim tries the queues in a random order drawn by weight, so over time a busy
-    queue gets slots in proportion to its weight and no queue starves. Strict: always in the given
+    Weighted: claims rotate through the queues by smooth weighted round-robin, so while all have
+    work a queue of weight 3 gets exactly three claims for every one of a weight-1 queue, spread
+    out rather than in bursts, and no queue starves. Strict: always in the given
     order, so a later queue runs only when the earlier ones are empty.
     """
 
@@ -48,25 +48,29 @@ class QueueSpec:
     def names(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self.entries)
 
-    def order(self, rng: random.Random | random.SystemRandom | None = None) -> list[str]:
-        """The queues to try for the next claim, first choice first."""
-        if self.strict or len(self.entries) == 1:
-            return list(self.names)
-        r = rng or random
-        pool = list(self.entries)
-        out = []
-        while pool:
-            total = sum(w for _, w in pool)
-            pick = r.random() * total
-            for i, (name, w) in enumerate(pool):
-                pick -= w
-                if pick < 0 or i == len(pool) - 1:
-                    out.append(name)
-                    pool.pop(i)
-                    break
-        return out
+    def selector(self) -> QueueOrder:
+        return QueueOrder(self)
 
     def __str__(self) -> str:
         if self.strict:
             return ",".join(self.names) + " (strict)"
         return ",".join(f"{n}:{w}" for n, w in self.entries)
+
+
+class QueueOrder:
+    """The order to try queues in for each claim (one per worker; not thread-safe)."""
+
+    def __init__(self, spec: QueueSpec) -> None:
+        self.spec = spec
+        self._current = [0] * len(spec.entries)
+        self._total = sum(w for _, w in spec.entries)
+
+    def next(self) -> list[str]:
+        """First choice first; the rest follow as fallbacks when earlier queues are empty."""
+        if self.spec.strict or len(self.spec.entries) == 1:
+            return list(self.spec.names)
+        for i, (_, weight) in enumerate(self.spec.entries):
+            self._current[i] += weight
+        ranked = sorted(range(len(self._current)), key=lambda i: -self._current[i])
+        self._current[ranked[0]] -= self._total
+        return [self.spec.entries[i][0] for i in ranked]

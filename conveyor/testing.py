@@ -59,6 +59,8 @@ class DrainResult:
 
 @dataclass
 class TestContext:
+    __test__ = False  # not a pytest test class
+
     app: Conveyor
     store: Store
     clock: FrozenClock | None

@@ -63,6 +63,7 @@ class Worker:
         self.app = app
         self.id = worker_id
         self.queues = queues or QueueSpec()
+        self._order = self.queues.selector()
         self.concurrency = concurrency
         self.supervisor_id = supervisor_id
         self.parent_pid = os.getppid()
@@ -141,7 +142,7 @@ class Worker:
 
     def _claim(self, free: int) -> list[JobRecord]:
         claimed: list[JobRecord] = []
-        for name in self.queues.order():
+        for name in self._order.next():
             claimed += self.app.store.job_claim(self.id, name, free - len(claimed))
             if len(claimed) >= free:
                 break

@@ -1,0 +1,96 @@
+"""Real worker processes for integration tests: ``python -m conveyor -A jobsapp:app worker``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, message: str = "") -> Any:
+    """Poll until ``predicate()`` is truthy; fail with ``message`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(0.02)
+
+
+class Env:
+    """Environment and helpers shared by one test's processes."""
+
+    def __init__(self, url: str, tmp_path: Path) -> None:
+        self.url = url
+        self.log = tmp_path / "executions.log"
+        self.tmp = tmp_path
+        self.procs: list[subprocess.Popen[str]] = []
+        self.vars = {
+            **os.environ,
+            "CONVEYOR_DATABASE_URL": url,
+            "CONVEYOR_TEST_LOG": str(self.log),
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def lines(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [line.split() for line in self.log.read_text().splitlines() if line]
+
+    def worker(self, *args: str, settings: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        env = dict(self.vars)
+        for key, value in (settings or {}).items():
+            env[f"CONVEYOR_{key.upper()}"] = value
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "-A", "jobsapp:app", "worker", *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def env(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", store_url)
+    monkeypatch.setenv("CONVEYOR_TEST_LOG", str(tmp_path / "executions.log"))
+    import jobsapp
+
+    jobsapp.app.settings = replace(jobsapp.app.settings, database_url=store_url)
+    jobsapp.app.close()
+    e = Env(store_url, tmp_path)
+    yield e
+    e.cleanup()
+    jobsapp.app.close()
+
+
+@pytest.fixture
+def app(env: Env) -> Any:
+    import jobsapp
+
+    return jobsapp

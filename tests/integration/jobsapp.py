@@ -1,0 +1,83 @@
+"""Jobs used by the integration tests; workers import this as ``jobsapp:app``.
+
+The store comes from CONVEYOR_DATABASE_URL. Every job appends one line to the file named by
+CONVEYOR_TEST_LOG when it runs, so tests can count executions across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from conveyor import Conveyor, Retry, current_job
+
+app = Conveyor(poll_interval=0.2)
+
+
+def record(*fields: object) -> None:
+    path = os.environ.get("CONVEYOR_TEST_LOG")
+    if path:
+        line = " ".join(str(f) for f in (current_job().id, *fields)) + "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())  # one write of a short line: atomic with O_APPEND
+        finally:
+            os.close(fd)
+
+
+@app.job
+def square(x: int) -> int:
+    record("square", x)
+    return x * x
+
+
+@app.job
+async def async_square(x: int) -> int:
+    await asyncio.sleep(0)
+    record("async_square", x)
+    return x * x
+
+
+@app.job
+def tag(label: str) -> str:
+    record("tag", current_job().queue, label)
+    return label
+
+
+@app.job
+def sleepy(seconds: float) -> str:
+    record("sleepy-start", seconds)
+    time.sleep(seconds)
+    record("sleepy-end", seconds)
+    return "rested"
+
+
+@app.job(retry=Retry(attempts=4, backoff="fixed", base=0.1, jitter=0))
+def flaky(fail_times: int) -> int:
+    attempt = current_job().attempt
+    record("flaky", attempt)
+    if attempt <= fail_times:
+        raise ConnectionError(f"simulated outage on attempt {attempt}")
+    return attempt
+
+
+@app.job(retry=Retry(attempts=3, backoff="fixed", base=0.1, jitter=0))
+def always_fails() -> None:
+    record("always_fails", current_job().attempt)
+    raise RuntimeError("this job never works")
+
+
+@app.job(retry=Retry(attempts=5, backoff="fixed", base=0.1, discard_on=(ValueError,)))
+def rejects_input(value: str) -> None:
+    record("rejects_input", current_job().attempt)
+    raise ValueError(f"bad input {value!r}")
+
+
+@app.job(retry=Retry(attempts=2, backoff="fixed", base=0.1, jitter=0))
+def fails_once_then_works() -> str:
+    """Dead on its first run when retried by hand only once the marker file exists."""
+    record("fails_once", current_job().attempt)
+    if not os.path.exists(os.environ.get("CONVEYOR_TEST_LOG", "") + ".ok"):
+        raise RuntimeError("marker missing")
+    return "ok"
