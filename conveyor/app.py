@@ -103,7 +103,7 @@ class Conveyor:
         timeout: float | timedelta | None = ..., retry: Retry | int | None = ...,
     ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 
-    def job(self, func: Any = None, /, **options: Any) -> Any:
+    def job(self, func: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
         """Register a function as a job: ``@app.job`` or ``@app.job(queue=..., retry=...)``."""
 
         def register(f: Callable[P, R]) -> JobDefinition[P, R]:

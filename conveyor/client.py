@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -116,5 +117,5 @@ class Jobs:
     def cancel(self, job_id: int) -> JobState:
         return JobHandle(self.app, job_id).cancel()
 
-    def args(self, job: JobRecord) -> tuple[list[Any], dict[str, Any]]:
+    def args(self, job: JobRecord) -> tuple[builtins.list[Any], dict[str, Any]]:
         return serialization.loads(job.args), serialization.loads(job.kwargs)

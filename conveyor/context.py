@@ -26,7 +26,7 @@ class JobContext:
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def progress(self, percent: float, message: str | None = None) -> None:
-        """Report progress (0–100); also counts as a heartbeat."""
+        """Report progress (0-100); also counts as a heartbeat."""
         if not 0 <= percent <= 100:
             raise ValueError("progress percent must be within 0..100")
         if self._store is not None and self.id is not None and self.lease is not None:

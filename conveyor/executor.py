@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import serialization
 from .context import JobContext, _current
-from .errors import ConveyorError, JobCancelled, JobInterrupted, JobTimeout, MemoryExceeded, WorkerLost
+from .errors import (
+    ConveyorError,
+    JobCancelled,
+    JobInterrupted,
+    JobTimeout,
+    MemoryExceeded,
+    WorkerLost,
+)
 from .jobs import AnyJob
 from .models import AttemptOutcome, JobOutcome, JobRecord, JobState
 from .retry import Retry
@@ -67,7 +74,7 @@ def run_sync(app: Conveyor, call: Call) -> JobOutcome:
     token = _current.set(call.context)
     try:
         value = call.definition.func(*call.args, **call.kwargs)
-    except BaseException as e:  # noqa: BLE001 - every ending is recorded
+    except BaseException as e:
         return failure(app, call, e)
     finally:
         _current.reset(token)
@@ -82,7 +89,7 @@ async def run_async(app: Conveyor, call: Call) -> JobOutcome:
         value = await (asyncio.wait_for(coro, timeout) if timeout else coro)
     except TimeoutError:
         return failure(app, call, JobTimeout(f"job ran past its timeout of {timeout:g}s"))
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         return failure(app, call, e)
     finally:
         _current.reset(token)

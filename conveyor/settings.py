@@ -70,9 +70,8 @@ def _coerce(name: str, value: Any) -> Any:
         return parse_duration(value, name)
     if name == "max_memory":
         return parse_size(value, name)
-    if name == "log_format":
-        if value not in ("text", "json"):
-            raise ConfigurationError(f"log_format must be 'text' or 'json', not {value!r}")
+    if name == "log_format" and value not in ("text", "json"):
+        raise ConfigurationError(f"log_format must be 'text' or 'json', not {value!r}")
     return str(value) if name in ("database_url", "log_level") else value
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -224,10 +225,8 @@ def _child_main(app: Conveyor, worker_id: str, parent: Supervisor) -> int:
 
 
 def _kill(pid: int, sig: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _describe_exit(status: int) -> str:

@@ -37,7 +37,9 @@ def pg_url() -> Iterator[str]:
     try:
         import psycopg
     except ImportError:  # pragma: no cover
-        pytest.fail("psycopg is not installed; run make test") if os.environ.get("CI") else pytest.skip("psycopg missing")
+        if os.environ.get("CI"):
+            pytest.fail("psycopg is not installed; run make test")
+        pytest.skip("psycopg is not installed")
     name = f"conveyor_test_{uuid.uuid4().hex[:10]}"
     try:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:

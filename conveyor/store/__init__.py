@@ -26,7 +26,8 @@ def open_store(url: str) -> Store:
             raise ConfigurationError(
                 "PostgreSQL support needs psycopg: pip install 'conveyor[postgres]'"
             ) from e
-        return PostgresStore(url)
+        store: Store = PostgresStore(url)
+        return store
     raise ConfigurationError(
         f"unsupported database URL {url!r}: expected sqlite:///path.db or postgresql://user@host/db"
     )

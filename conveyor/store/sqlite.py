@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -83,7 +83,7 @@ class SQLiteStore:
                     self.path, timeout=30, isolation_level=None, check_same_thread=False
                 )
                 conn.execute("PRAGMA busy_timeout = 30000")
-                self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))  # type: ignore[union-attr]
+                self._retry(conn.cursor().execute, "PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.Error as e:
                 raise StoreUnavailable(f"cannot open SQLite database {self.path}: {e}") from e
@@ -96,18 +96,16 @@ class SQLiteStore:
         with self._lock:
             conns, self._connections = self._connections, []
         for conn in conns:
-            try:
+            with suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
         self._local = threading.local()
 
-    def _retry(self, fn: Callable[[], T]) -> T:
+    def _retry(self, fn: Callable[..., T], *args: Any) -> T:
         deadline = time.monotonic() + BUSY_DEADLINE
         delay = 0.005
         while True:
             try:
-                return fn()
+                return fn(*args)
             except sqlite3.OperationalError as e:
                 text = str(e)
                 if "no such table" in text:
@@ -235,7 +233,8 @@ class SQLiteStore:
         return c.job_from_row(rows[0], _dt) if rows else None
 
     def job_list(self, filter: JobFilter) -> list[JobRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if filter.states:
             where.append(f"state IN ({','.join('?' * len(filter.states))})")
             params += [str(s) for s in filter.states]
@@ -346,6 +345,7 @@ class SQLiteStore:
         *, now: datetime | None = None,
     ) -> bool:
         at = self._now(now)
+        params: tuple[Any, ...]
         if percent is None:
             sql, params = (
                 "UPDATE conveyor_jobs SET heartbeat_at = ? WHERE id = ? AND lease = ?",

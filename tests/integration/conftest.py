@@ -63,7 +63,9 @@ class Env:
         self.procs.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
+    def stop(
+        self, proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60
+    ) -> tuple[int, str]:
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out

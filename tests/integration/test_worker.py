@@ -91,7 +91,8 @@ def test_weighted_queues_share_slots_in_proportion(env: Env, app) -> None:
 
 def test_strict_queues_drain_in_order(env: Env, app) -> None:
     app.app.enqueue_many(
-        [app.tag.options(queue=q).prepare(f"{q}{i}") for q in ("low", "default", "critical") for i in range(10)]
+        [app.tag.options(queue=q).prepare(f"{q}{i}")
+         for q in ("low", "default", "critical") for i in range(10)]
     )
     worker = env.worker("--concurrency", "1", "--queues", "critical,default,low", "--strict")
     wait_until(lambda: len(env.lines()) == 30, 60, "all ran")
