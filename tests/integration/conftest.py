@@ -38,6 +38,7 @@ class Env:
         self.log = tmp_path / "executions.log"
         self.tmp = tmp_path
         self.procs: list[subprocess.Popen[str]] = []
+        self.outputs: dict[int, Path] = {}
         self.vars = {
             **os.environ,
             "CONVEYOR_DATABASE_URL": url,
@@ -55,20 +56,23 @@ class Env:
         env = dict(self.vars)
         for key, value in (settings or {}).items():
             env[f"CONVEYOR_{key.upper()}"] = value
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "-A", "jobsapp:app", "worker", *args],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )
+        output = self.tmp / f"worker-{len(self.procs)}.out"
+        with output.open("w") as sink:  # a file, not a pipe: a chatty worker must never block
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", "-A", "jobsapp:app", "worker", *args],
+                env=env, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True,
+            )
         self.procs.append(proc)
+        self.outputs[proc.pid] = output
         return proc
 
     def stop(
         self, proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60
     ) -> tuple[int, str]:
         proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
+        proc.wait(timeout=timeout)
+        return proc.returncode, self.outputs[proc.pid].read_text()
 
     def cleanup(self) -> None:
         for proc in self.procs:
