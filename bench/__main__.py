@@ -158,7 +158,7 @@ def main() -> None:
     stores = ["sqlite"] + (["postgres"] if postgres_available() else [])
     rows = []
     for kind in stores:
-        def run(fn: Callable[[str], float]) -> float:
+        def run(fn: Callable[[str], float], kind: str = kind) -> float:
             def once() -> float:
                 with fresh_store(kind) as url:
                     return fn(url)
