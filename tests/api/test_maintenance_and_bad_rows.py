@@ -1,0 +1,93 @@
+"""Leader duties driven with explicit times, and rows a worker cannot run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from conveyor import Conveyor, JobState
+from conveyor.maintenance import Maintenance
+from conveyor.models import NewJob
+from conveyor.testing import TestContext, drain, isolated
+
+app = Conveyor("sqlite:///unused-by-tests.db", retention_succeeded="1d", retention_dead="3d",
+               rescue_after=30)
+
+
+@app.job
+def work(x: int) -> int:
+    return x
+
+
+@app.job
+def explode() -> None:
+    raise RuntimeError("boom")
+
+
+@pytest.fixture
+def t(store_url: str) -> Iterator[TestContext]:
+    with isolated(app, url=store_url) as ctx:
+        yield ctx
+
+
+def test_retention_prunes_old_succeeded_and_dead_jobs_only(t: TestContext) -> None:
+    done = work.enqueue(1)
+    dead = explode.enqueue()
+    drain()
+    waiting = work.enqueue_in(timedelta(days=30), 2)
+    duties = Maintenance(app)
+    assert duties.prune_old(t.clock.now() + timedelta(hours=23)) == 0
+    assert duties.prune_old(t.clock.now() + timedelta(days=2)) == 1
+    assert app.store.job_get(done.id) is None, "succeeded job past retention"
+    assert dead.status() is JobState.DEAD, "dead jobs are kept longer"
+    assert duties.prune_old(t.clock.now() + timedelta(days=4)) == 1
+    assert app.store.job_get(dead.id) is None
+    assert waiting.status() is JobState.SCHEDULED, "unfinished jobs are never pruned"
+
+
+def test_promotion_makes_due_jobs_ready(t: TestContext) -> None:
+    soon = work.enqueue_in(timedelta(seconds=10), 1)
+    later = work.enqueue_in(timedelta(hours=1), 2)
+    duties = Maintenance(app)
+    assert duties.promote_due(t.clock.now()) == 0
+    assert duties.promote_due(t.clock.now() + timedelta(seconds=11)) == 1
+    assert (soon.status(), later.status()) == (JobState.READY, JobState.SCHEDULED)
+
+
+def test_jobs_of_a_silent_worker_are_rescued(t: TestContext) -> None:
+    from conveyor.models import ProcessRecord
+
+    handle = work.enqueue(5)
+    now = t.clock.now()
+    app.store.process_register(ProcessRecord(
+        id="w-gone", kind="worker", host="h", pid=1, started_at=now, heartbeat_at=now))
+    [claimed] = app.store.job_claim("w-gone", "default", 1, now=now)
+    duties = Maintenance(app)
+    assert duties.rescue_stale(now + timedelta(seconds=10)) == []
+    assert duties.rescue_stale(now + timedelta(seconds=31)) == [claimed.id]
+    record = handle.record()
+    assert record.state is JobState.DEAD, "its only attempt was spent"
+    assert [a.outcome for a in handle.attempts()] == ["worker_lost"]
+    assert "heartbeat" in (handle.attempts()[0].error_message or "")
+    assert app.store.process_list() == []
+
+
+def test_unknown_job_name_ends_dead_with_the_reason(t: TestContext) -> None:
+    [job_id] = app.store.job_insert_many([NewJob(name="nowhere.at.all:missing")])
+    drain()
+    job = app.handle(job_id)
+    assert job.status() is JobState.DEAD
+    [attempt] = job.attempts()
+    assert attempt.error_class == "UnknownJob"
+    assert "importing module 'nowhere.at.all' failed" in (attempt.error_message or "")
+
+
+def test_corrupted_arguments_end_dead_without_breaking_the_worker(t: TestContext) -> None:
+    [bad] = app.store.job_insert_many([NewJob(name=work.name, args="{not json")])
+    good = work.enqueue(3)
+    drain()
+    assert app.handle(bad).status() is JobState.DEAD
+    assert "JSONDecodeError" in (app.handle(bad).attempts()[0].error_class or "")
+    assert good.result() == 3
