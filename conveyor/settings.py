@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
@@ -51,6 +52,11 @@ class Settings:
     max_memory: int | None = None
     log_format: str = "text"
     log_level: str = "INFO"
+    host_id: str = ""  # how this host appears in the process registry; "" = its hostname
+
+    @property
+    def host(self) -> str:
+        return self.host_id or socket.gethostname()
 
     @property
     def heartbeat_every(self) -> float:
@@ -72,7 +78,7 @@ def _coerce(name: str, value: Any) -> Any:
         return parse_size(value, name)
     if name == "log_format" and value not in ("text", "json"):
         raise ConfigurationError(f"log_format must be 'text' or 'json', not {value!r}")
-    return str(value) if name in ("database_url", "log_level") else value
+    return str(value) if name in ("database_url", "log_level", "host_id") else value
 
 
 def load_settings(url: str | None, overrides: dict[str, Any], environ: Any = None) -> Settings:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -101,7 +100,7 @@ class Supervisor:
     def _register(self) -> None:
         now = utcnow()
         self.app.store.process_register(ProcessRecord(
-            id=self.id, kind="supervisor", host=socket.gethostname(), pid=os.getpid(),
+            id=self.id, kind="supervisor", host=self.app.settings.host, pid=os.getpid(),
             started_at=now, heartbeat_at=now, queues=self.queues.names,
             concurrency=self.concurrency * self.processes,
             job_names=tuple(self.app.registry.names()),

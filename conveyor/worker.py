@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -114,7 +113,7 @@ class Worker:
     def _register(self) -> None:
         now = utcnow()
         self.app.store.process_register(ProcessRecord(
-            id=self.id, kind="worker", host=socket.gethostname(), pid=os.getpid(),
+            id=self.id, kind="worker", host=self.app.settings.host, pid=os.getpid(),
             started_at=now, heartbeat_at=now, supervisor_id=self.supervisor_id,
             queues=self.queues.names, concurrency=self.concurrency,
             job_names=tuple(self.app.registry.names()),
@@ -124,6 +123,8 @@ class Worker:
         outage = Outage("claiming")
         poll = self.app.settings.poll_interval
         while not self._stop.is_set():
+            if self._orphaned():
+                break
             self._slot_freed.clear()
             free = self.concurrency - self.busy
             if free <= 0:
@@ -179,6 +180,14 @@ class Worker:
             threading.Thread(target=self._loop.run_forever, name="conveyor-async", daemon=True).start()
         return self._loop
 
+    def _orphaned(self) -> bool:
+        """A worker whose supervisor died stops, instead of running on unsupervised."""
+        if self.supervisor_id is None or os.getppid() == self.parent_pid:
+            return False
+        log.error("supervisor is gone; stopping", extra={"worker": self.id})
+        self.request_stop()
+        return True
+
     # --- background threads ---------------------------------------------------------------
     def _complete_loop(self) -> None:
         """Write outcomes in batches; during a store outage keep them and retry."""
@@ -219,9 +228,7 @@ class Worker:
         outage = Outage("heartbeats")
         every = self.app.settings.heartbeat_every
         while not self._stop.wait(every):
-            if os.getppid() != self.parent_pid and self.supervisor_id is not None:
-                log.error("supervisor is gone; stopping", extra={"worker": self.id})
-                self.request_stop()
+            if self._orphaned():
                 return
             try:
                 cancelled = self.app.store.process_heartbeat(self.id)

@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from ..errors import ConfigurationError, SchemaError, StoreUnavailable
+from ..errors import ConfigurationError, SchemaError, StoreError, StoreUnavailable
 from ..models import (
     AttemptOutcome,
     AttemptRecord,
@@ -116,6 +116,8 @@ class SQLiteStore:
                     raise StoreUnavailable(f"SQLite database {self.path}: {text}") from e
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.25)
+            except sqlite3.IntegrityError as e:  # a constraint, not an outage: never retry it
+                raise StoreError(f"SQLite database {self.path}: {e}") from e
             except sqlite3.DatabaseError as e:
                 raise StoreUnavailable(f"SQLite database {self.path}: {e}") from e
 
@@ -225,7 +227,16 @@ class SQLiteStore:
                 raise ConfigurationError(
                     "enqueue(connection=...) on a SQLite store needs a sqlite3.Connection"
                 )
-            return run(connection)
+            if connection.in_transaction or connection.isolation_level is not None:
+                return run(connection)  # the caller's transaction (sqlite3 opens one implicitly)
+            connection.execute("BEGIN IMMEDIATE")  # an autocommit connection: our own transaction
+            try:
+                ids = run(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return ids
         return self._write(run)
 
     def job_get(self, job_id: int) -> JobRecord | None:
@@ -438,10 +449,13 @@ class SQLiteStore:
 
     def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]:
         if queue is None:
-            rows = self._read("SELECT id FROM conveyor_jobs WHERE state = ?", (str(state),))
+            rows = self._read(
+                "SELECT id FROM conveyor_jobs WHERE state = ? ORDER BY id", (str(state),)
+            )
         else:
             rows = self._read(
-                "SELECT id FROM conveyor_jobs WHERE state = ? AND queue = ?", (str(state), queue)
+                "SELECT id FROM conveyor_jobs WHERE state = ? AND queue = ? ORDER BY id",
+                (str(state), queue),
             )
         return [r[0] for r in rows]
 
@@ -577,7 +591,9 @@ class SQLiteStore:
 
     def processes_stale(self, older_than_seconds: float, *, now: datetime | None = None) -> list[str]:
         cutoff = self._now(now) - older_than_seconds
-        rows = self._read("SELECT id FROM conveyor_processes WHERE heartbeat_at < ?", (cutoff,))
+        rows = self._read(
+            "SELECT id FROM conveyor_processes WHERE heartbeat_at < ? ORDER BY id", (cutoff,)
+        )
         return [r[0] for r in rows]
 
     # --- leadership and wake-ups ---------------------------------------------------------

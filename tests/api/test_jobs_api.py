@@ -217,4 +217,7 @@ def test_transactional_enqueue_on_a_shared_sqlite_file(tmp_path) -> None:
         handle = echo.enqueue("kept", connection=conn)
         conn.execute("COMMIT")
         assert handle.status() is JobState.READY
+        # outside any transaction, the enqueue commits on its own and the handle is right
+        auto = echo.enqueue("autocommit", connection=conn)
+        assert not conn.in_transaction and auto.record().args == '["autocommit"]'
         conn.close()

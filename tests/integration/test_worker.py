@@ -137,7 +137,7 @@ def test_a_killed_worker_process_is_replaced_and_its_job_rescued(env: Env, app) 
     assert job.wait(timeout=60) is JobState.SUCCEEDED, "a new child took over"
     lost = blocker.attempts()[0]
     assert lost.outcome == "worker_lost" and "SIGKILL" in (lost.error_message or "")
-    env.stop(worker, signal.SIGKILL)
+    env.stop(worker)
 
 
 def _children(pid: int) -> list[int]:
