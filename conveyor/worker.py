@@ -42,7 +42,7 @@ class Outage:
         if self.since is None:
             self.since = time.monotonic()
             log.warning("store unavailable, %s paused; retrying", self.what, extra={"error": str(error)})
-        delay, self.delay = self.delay, min(self.delay * 2, 5.0)
+        delay, self.delay = self.delay, min(self.delay * 2, 2.0)
         return delay
 
     def ok(self) -> None:
