@@ -162,5 +162,6 @@ class JobFilter:
     queue: str | None = None
     name: str | None = None
     ids: tuple[int, ...] = ()
+    worker_id: str | None = None
     limit: int = 100
     before_id: int | None = None  # newest first; page with the last id seen

@@ -45,6 +45,7 @@ class Settings:
     database_url: str = DEFAULT_URL
     rescue_after: float = 60.0
     shutdown_timeout: float = 25.0
+    cancel_grace: float = 10.0  # a running job asked to cancel is stopped this long after
     retention_succeeded: float = 7 * 86400.0
     retention_dead: float = 30 * 86400.0
     poll_interval: float = 1.0  # longest an idle worker waits before looking again
@@ -64,7 +65,7 @@ class Settings:
 
 
 _DURATIONS = {
-    "rescue_after", "shutdown_timeout", "retention_succeeded", "retention_dead",
+    "rescue_after", "shutdown_timeout", "cancel_grace", "retention_succeeded", "retention_dead",
     "poll_interval", "heartbeat_interval",
 }
 

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from . import executor
 from .clock import utcnow
-from .errors import StoreError, StoreUnavailable
-from .maintenance import Maintenance
-from .models import ProcessRecord
+from .context import JobContext
+from .errors import ConveyorError, JobCancelled, JobTimeout, StoreError, StoreUnavailable
+from .maintenance import Duty, Maintenance
+from .models import JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
 from .queues import QueueSpec
 from .worker import Outage, Worker
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.supervisor")
 LEADER = "maintenance"
 TICK = 0.1
+TIMEOUT_GRACE = 0.5  # an async job's own timeout fires first; a blocked one is stopped after this
 _inherited: list[Any] = []  # the parent's store objects, kept unclosed in a forked child
 
 
@@ -60,6 +63,7 @@ class Supervisor:
         self._leader = False
         self._crashes: dict[int, int] = {}  # slot -> consecutive quick deaths
         self._restart_at: dict[int, float] = {}
+        self._watchdog = Duty(every=0.25)
 
     # --- lifecycle ----------------------------------------------------------------------
     def run(self) -> int:
@@ -180,6 +184,53 @@ class Supervisor:
             self._leader = leader
         if leader:
             self.maintenance.run_once()
+        if self._watchdog.due(time.monotonic()):
+            self._stop_overdue()
+
+    # --- hard timeouts and ignored cancellations --------------------------------------------
+    def _stop_overdue(self) -> None:
+        """A job past its timeout (or its cancellation grace) may be stuck where no thread can
+        be interrupted — C code, a socket read — so its whole worker process is replaced."""
+        pids = {c.worker_id: pid for pid, c in self.children.items()}
+        overdue = self.app.store.jobs_overdue(
+            list(pids), grace=TIMEOUT_GRACE, cancel_grace=self.app.settings.cancel_grace
+        )
+        for worker_id in dict.fromkeys(j.worker_id for j in overdue):
+            if worker_id in pids:
+                self._replace(pids[worker_id], [j for j in overdue if j.worker_id == worker_id])
+
+    def _replace(self, pid: int, overdue: list[JobRecord]) -> None:
+        child = self.children.pop(pid)
+        _kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        store = self.app.store
+        accepted = store.job_finish_many([self._stopped(job) for job in overdue])
+        others = [j for j in store.job_list(JobFilter(states=(JobState.RUNNING,),
+                                                      worker_id=child.worker_id, limit=10_000))]
+        ids = ", ".join(str(j.id) for j in overdue)
+        store.job_release([(j.id, j.lease or "") for j in others],
+                          reason=f"worker replaced to stop job {ids}; attempt not counted")
+        store.process_deregister(child.worker_id)
+        log.warning("replaced a worker to stop overdue jobs", extra={
+            "pid": pid, "jobs": ids, "stopped": sum(accepted), "returned": len(others)})
+        self._spawn(child.slot)
+
+    def _stopped(self, job: JobRecord) -> JobOutcome:
+        started = job.started_at or utcnow()
+        ran = (utcnow() - started).total_seconds()
+        error: ConveyorError
+        if job.timeout is not None and ran >= job.timeout:
+            error = JobTimeout(f"job ran past its timeout of {job.timeout:g}s; worker replaced")
+        else:
+            error = JobCancelled(
+                f"cancellation not honoured within {self.app.settings.cancel_grace:g}s; "
+                "worker replaced")
+        try:
+            definition = self.app.registry.resolve(job.name)
+        except ConveyorError:
+            definition = None
+        call = executor.Call(job, job.worker_id or "", JobContext(), definition=definition)
+        return executor.failure(self.app, call, error)
 
     def _stop_children(self) -> None:
         for pid in list(self.children):

@@ -75,9 +75,11 @@ class Store(Protocol):
         """Record how attempts ended. A stale lease is rejected (False) and changes nothing."""
 
     def job_release(
-        self, leases: Sequence[tuple[int, str]], *, now: datetime | None = None
+        self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,
+        now: datetime | None = None,
     ) -> int:
-        """Return running jobs to ready without spending their attempt (graceful shutdown)."""
+        """Return running jobs to ready without spending their attempt (graceful shutdown, or a
+        worker replaced because of another job); the attempt row says ``shutdown`` and why."""
 
     def job_progress(
         self, job_id: int, lease: str, percent: float | None, message: str | None,
@@ -110,6 +112,13 @@ class Store(Protocol):
         failed jobs ready regardless of their time (used by ``testing.drain``)."""
 
     def jobs_prune(self, *, succeeded_before: datetime, dead_before: datetime) -> int: ...
+
+    def jobs_overdue(
+        self, worker_ids: Sequence[str], *, grace: float, cancel_grace: float,
+        now: datetime | None = None,
+    ) -> list[JobRecord]:
+        """Running jobs of these workers past ``timeout + grace`` seconds, or whose cancellation
+        was requested more than ``cancel_grace`` seconds ago — compared on the store's clock."""
 
     def jobs_rescue(
         self, process_ids: Sequence[str], reason: str, *, poison_after: int = 3,

@@ -160,14 +160,25 @@ CANCEL_WAITING = (
     f" WHERE id = %(id)s AND state IN {c.WAITING}"
 )
 CANCEL_RUNNING = (
-    "UPDATE conveyor_jobs SET cancel_requested = true WHERE id = %(id)s AND state = 'running'"
+    "UPDATE conveyor_jobs SET cancel_requested = true,"
+    f" cancel_requested_at = COALESCE(cancel_requested_at, {NOW})"
+    " WHERE id = %(id)s AND state = 'running'"
 )
+OVERDUE = f"""
+SELECT {c.JOB_COLUMNS} FROM conveyor_jobs
+WHERE state = 'running' AND worker_id = ANY(%(workers)s) AND (
+    (timeout IS NOT NULL
+     AND started_at + (timeout + %(grace)s) * interval '1 second' < {NOW})
+    OR (cancel_requested
+        AND cancel_requested_at + %(cancel_grace)s * interval '1 second' < {NOW}))
+ORDER BY id
+"""
 
 RETRY = f"""
 WITH retried AS (
     UPDATE conveyor_jobs SET state = 'ready', run_at = {NOW}, finished_at = NULL,
         max_attempts = GREATEST(max_attempts, attempt + 1), cancel_requested = false,
-        lost_count = 0
+        cancel_requested_at = NULL, lost_count = 0
     WHERE id = ANY(%(ids)s) AND state IN ('dead', 'cancelled', 'failed')
     RETURNING state
 )
@@ -462,7 +473,9 @@ class PostgresStore:
         if filter.states:
             where.append("state = ANY(%s)")
             params.append([str(s) for s in filter.states])
-        for column, value in (("queue", filter.queue), ("name", filter.name)):
+        for column, value in (
+            ("queue", filter.queue), ("name", filter.name), ("worker_id", filter.worker_id)
+        ):
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
@@ -508,13 +521,16 @@ class PostgresStore:
         accepted = {r[0] for r in self._rows(FINISH, params)}
         return [i + 1 in accepted for i in range(len(outcomes))]
 
-    def job_release(self, leases: Sequence[tuple[int, str]], *, now: datetime | None = None) -> int:
+    def job_release(
+        self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,
+        now: datetime | None = None,
+    ) -> int:
         if not leases:
             return 0
         params = {
             "now": now, "ids": [job_id for job_id, _ in leases],
             "leases": [lease for _, lease in leases],
-            "message": "worker shut down before the job finished; attempt not counted",
+            "message": reason or "worker shut down before the job finished; attempt not counted",
         }
         return int(self._rows(RELEASE, params)[0][0])
 
@@ -589,6 +605,16 @@ class PostgresStore:
         while (n := int(self._rows(PRUNE, params)[0][0])) > 0:
             total += n
         return total
+
+    def jobs_overdue(
+        self, worker_ids: Sequence[str], *, grace: float, cancel_grace: float,
+        now: datetime | None = None,
+    ) -> list[JobRecord]:
+        if not worker_ids:
+            return []
+        params = {"now": now, "workers": list(worker_ids), "grace": grace,
+                  "cancel_grace": cancel_grace}
+        return [c.job_from_row(r, _dt) for r in self._rows(OVERDUE, params)]
 
     def jobs_rescue(
         self, process_ids: Sequence[str], reason: str, *, poison_after: int = 3,

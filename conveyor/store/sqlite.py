@@ -35,7 +35,8 @@ from . import _common as c
 from .base import SCHEMA_VERSION, Capabilities
 
 T = TypeVar("T")
-BUSY_DEADLINE = 120.0  # seconds a write keeps retrying a busy database before giving up
+BUSY_DEADLINE = 120.0
+SHUTDOWN_REASON = "worker shut down before the job finished; attempt not counted"  # seconds a write keeps retrying a busy database before giving up
 
 
 def _ts(when: datetime | None) -> float | None:
@@ -249,7 +250,9 @@ class SQLiteStore:
         if filter.states:
             where.append(f"state IN ({','.join('?' * len(filter.states))})")
             params += [str(s) for s in filter.states]
-        for column, value in (("queue", filter.queue), ("name", filter.name)):
+        for column, value in (
+            ("queue", filter.queue), ("name", filter.name), ("worker_id", filter.worker_id)
+        ):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -324,8 +327,12 @@ class SQLiteStore:
 
         return self._write(run)
 
-    def job_release(self, leases: Sequence[tuple[int, str]], *, now: datetime | None = None) -> int:
+    def job_release(
+        self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,
+        now: datetime | None = None,
+    ) -> int:
         at = self._now(now)
+        message = reason or SHUTDOWN_REASON
 
         def run(conn: sqlite3.Connection) -> int:
             released = 0
@@ -344,8 +351,7 @@ class SQLiteStore:
                     conn.execute(
                         f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})"
                         " VALUES (?, ?, ?, ?, ?, 'shutdown', NULL, ?, NULL)",
-                        (job_id, row[0], row[1], row[2], at,
-                         "worker shut down before the job finished; attempt not counted"),
+                        (job_id, row[0], row[1], row[2], at, message),
                     )
             return released
 
@@ -401,8 +407,10 @@ class SQLiteStore:
                 (at, job_id),
             )
             conn.execute(
-                "UPDATE conveyor_jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'",
-                (job_id,),
+                "UPDATE conveyor_jobs SET cancel_requested = 1,"
+                " cancel_requested_at = COALESCE(cancel_requested_at, ?)"
+                " WHERE id = ? AND state = 'running'",
+                (at, job_id),
             )
             row = conn.execute("SELECT state FROM conveyor_jobs WHERE id = ?", (job_id,)).fetchone()
             return JobState(row[0]) if row else None
@@ -414,7 +422,8 @@ class SQLiteStore:
         marks = ",".join("?" * len(job_ids))
         sql = (
             "UPDATE conveyor_jobs SET state = 'ready', run_at = ?, finished_at = NULL,"
-            " max_attempts = MAX(max_attempts, attempt + 1), cancel_requested = 0, lost_count = 0"
+            " max_attempts = MAX(max_attempts, attempt + 1), cancel_requested = 0,"
+            " cancel_requested_at = NULL, lost_count = 0"
             f" WHERE id IN ({marks}) AND state IN ('dead', 'cancelled', 'failed')"
         )
         if not job_ids:
@@ -485,6 +494,22 @@ class SQLiteStore:
         while (n := self._write(run)) > 0:
             total += n
         return total
+
+    def jobs_overdue(
+        self, worker_ids: Sequence[str], *, grace: float, cancel_grace: float,
+        now: datetime | None = None,
+    ) -> list[JobRecord]:
+        if not worker_ids:
+            return []
+        at = self._now(now)
+        marks = ",".join("?" * len(worker_ids))
+        rows = self._read(
+            f"SELECT {c.JOB_COLUMNS} FROM conveyor_jobs WHERE state = 'running'"
+            f" AND worker_id IN ({marks}) AND ((timeout IS NOT NULL AND started_at + timeout + ? < ?)"
+            " OR (cancel_requested = 1 AND cancel_requested_at + ? < ?)) ORDER BY id",
+            (*worker_ids, grace, at, cancel_grace, at),
+        )
+        return [c.job_from_row(r, _dt) for r in rows]
 
     def jobs_rescue(
         self, process_ids: Sequence[str], reason: str, *, poison_after: int = 3,

@@ -81,3 +81,48 @@ def fails_once_then_works() -> str:
     if not os.path.exists(os.environ.get("CONVEYOR_TEST_LOG", "") + ".ok"):
         raise RuntimeError("marker missing")
     return "ok"
+
+
+@app.job(timeout=2, retry=Retry(attempts=2, backoff="fixed", base=0.1, jitter=0))
+def hangs_on_a_socket() -> None:
+    """Blocks in socket.recv, where no Python-level interruption reaches."""
+    import socket
+
+    record("hangs", current_job().attempt)
+    a, b = socket.socketpair()
+    a.recv(1)  # nobody ever writes
+
+
+@app.job(timeout=1)
+async def async_hangs() -> None:
+    record("async_hangs", current_job().attempt)
+    await asyncio.sleep(3600)
+
+
+@app.job
+def ignores_cancel(seconds: float) -> str:
+    record("ignores_cancel")
+    time.sleep(seconds)
+    return "finished anyway"
+
+
+@app.job
+def honours_cancel() -> str:
+    from conveyor import JobCancelled
+
+    record("honours_cancel")
+    for _ in range(600):
+        if current_job().cancel_requested:
+            raise JobCancelled("stopped on request")
+        time.sleep(0.05)
+    return "never asked"
+
+
+@app.job(retry=Retry(attempts=2, backoff="fixed", base=0.1, jitter=0))
+def long_then_quick() -> str:
+    """Twenty seconds on its first attempt (long enough to be killed in), instant after."""
+    attempt = current_job().attempt
+    record("long_then_quick", attempt)
+    if attempt == 1:
+        time.sleep(20)
+    return f"done on attempt {attempt}"

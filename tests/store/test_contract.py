@@ -304,6 +304,34 @@ def test_release_of_a_job_whose_cancel_was_requested_cancels_it(store: Store) ->
     assert (after.state, after.finished_at) == (JobState.CANCELLED, at(2))
 
 
+def test_release_records_the_reason_given(store: Store) -> None:
+    insert(store)
+    job = claim_one(store)
+    assert store.job_release([(job.id, job.lease or "")], reason="replaced", now=at(1)) == 1
+    [attempt] = store.job_attempts(job.id)
+    assert (attempt.outcome, attempt.error_message) == (AttemptOutcome.SHUTDOWN, "replaced")
+
+
+def test_overdue_finds_jobs_past_timeout_or_cancel_grace_of_given_workers(store: Store) -> None:
+    timed, free, cancelled, elsewhere = insert(
+        store, NewJob("timed", timeout=10), NewJob("free"), NewJob("cancelled"),
+        NewJob("elsewhere", timeout=1),
+    )
+    for worker in ("w1", "w1", "w1", "w2"):
+        claim_one(store, worker=worker)
+    store.job_cancel(cancelled, now=at(5))
+
+    def overdue(seconds: float) -> list[int]:
+        found = store.jobs_overdue(["w1"], grace=1, cancel_grace=3, now=at(seconds))
+        return [j.id for j in found]
+
+    assert overdue(8) == []
+    assert overdue(9) == [cancelled], "cancel asked at 5s, grace 3s"
+    assert overdue(11.5) == [timed, cancelled], "timeout 10s plus 1s grace"
+    assert free not in overdue(10_000) and elsewhere not in overdue(10_000)
+    assert store.jobs_overdue([], grace=0, cancel_grace=0) == []
+
+
 def test_progress_and_heartbeat_are_fenced_by_the_lease(store: Store) -> None:
     insert(store)
     job = claim_one(store)

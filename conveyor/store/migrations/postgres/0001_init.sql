@@ -28,6 +28,7 @@ CREATE TABLE conveyor_jobs (
     progress          double precision,
     progress_message  text,
     cancel_requested  boolean NOT NULL DEFAULT false,
+    cancel_requested_at timestamptz,
     lost_count        integer NOT NULL DEFAULT 0,
     -- flow control (unique jobs, concurrency limits, workflows) builds on these
     unique_key        text,

@@ -27,6 +27,7 @@ CREATE TABLE conveyor_jobs (
     progress          REAL,
     progress_message  TEXT,
     cancel_requested  INTEGER NOT NULL DEFAULT 0,
+    cancel_requested_at REAL,
     lost_count        INTEGER NOT NULL DEFAULT 0,
     -- flow control (unique jobs, concurrency limits, workflows) builds on these
     unique_key        TEXT,
