@@ -35,8 +35,8 @@ from . import _common as c
 from .base import SCHEMA_VERSION, Capabilities
 
 T = TypeVar("T")
-BUSY_DEADLINE = 120.0
-SHUTDOWN_REASON = "worker shut down before the job finished; attempt not counted"  # seconds a write keeps retrying a busy database before giving up
+BUSY_DEADLINE = 120.0  # seconds a write keeps retrying a busy database before giving up
+SHUTDOWN_REASON = "worker shut down before the job finished; attempt not counted"
 
 
 def _ts(when: datetime | None) -> float | None:

@@ -37,6 +37,7 @@ def test_an_async_job_is_cancelled_at_its_timeout_in_process(env: Env, app) -> N
     [attempt] = job.attempts()
     assert (attempt.outcome, attempt.error_class) == ("timeout", "JobTimeout")
     code, out = env.stop(worker)
+    assert code == 0
     assert "replaced a worker" not in out, "the event loop cancelled it; no process was killed"
 
 
