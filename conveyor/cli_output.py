@@ -1,0 +1,261 @@
+"""How the CLI shows things: JSON-ready dicts of records, and rich tables for people.
+
+Nothing here reads the store; callers pass records in. ``--json`` output is built from the same
+dicts the tables are drawn from, so both always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .models import AttemptRecord, JobRecord, JobState, LogRecord, ProcessRecord, QueueStats
+
+QUEUE_STATES = (
+    JobState.READY, JobState.SCHEDULED, JobState.RUNNING, JobState.FAILED, JobState.DEAD,
+    JobState.BLOCKED,
+)
+STATE_STYLE = {
+    "succeeded": "green", "dead": "bold red", "failed": "yellow", "running": "cyan",
+    "cancelled": "magenta", "scheduled": "blue", "blocked": "yellow", "ready": "",
+}
+OUTCOME_STYLE = {"succeeded": "green", "error": "red"}
+_JSON_PAYLOADS = ("args", "kwargs", "result")
+
+
+def console() -> Console:
+    """stdout, 120 columns when not a terminal so piped tables stay readable."""
+    wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+    return Console(width=wide, highlight=False, soft_wrap=False)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+# --- plain values ---------------------------------------------------------------------------
+def age(seconds: float | None) -> str:
+    """``0.4s``, ``12s``, ``3m 04s``, ``2h 05m``, ``3d 4h``."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, seconds)
+    if s < 10:
+        return f"{s:.1f}s"
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m {int(s % 60):02d}s"
+    if s < 86400:
+        return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
+    return f"{int(s // 86400)}d {int(s % 86400 // 3600)}h"
+
+
+def stamp(when: datetime | None, now: datetime) -> str:
+    """An absolute UTC time with how long ago (or from now) it is."""
+    if when is None:
+        return "-"
+    delta = (now - when).total_seconds()
+    relative = f"{age(delta)} ago" if delta >= 0 else f"in {age(-delta)}"
+    return f"{when:%Y-%m-%d %H:%M:%S} UTC ({relative})"
+
+
+def iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _seconds_since(when: datetime | None, now: datetime) -> float | None:
+    return None if when is None else round(max(0.0, (now - when).total_seconds()), 3)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, JobState) else value
+
+
+# --- records as dicts -----------------------------------------------------------------------
+def job_dict(job: JobRecord) -> dict[str, Any]:
+    """Every field of a job; args, kwargs and result as the JSON they are stored as."""
+    out: dict[str, Any] = {}
+    for f in fields(job):
+        value = getattr(job, f.name)
+        if f.name in _JSON_PAYLOADS:
+            out[f.name] = None if value is None else json.loads(value)
+        else:
+            out[f.name] = _jsonable(value)
+    return out
+
+
+def attempt_dict(a: AttemptRecord) -> dict[str, Any]:
+    out = {f.name: _jsonable(getattr(a, f.name)) for f in fields(a)}
+    out["outcome"] = str(a.outcome)
+    out["duration_seconds"] = (
+        None if a.finished_at is None else round((a.finished_at - a.started_at).total_seconds(), 3)
+    )
+    return out
+
+
+def log_dict(entry: LogRecord) -> dict[str, Any]:
+    return {"attempt": entry.attempt, "at": iso(entry.at), "message": entry.message}
+
+
+def job_detail(
+    job: JobRecord, attempts: Sequence[AttemptRecord], logs: Sequence[LogRecord]
+) -> dict[str, Any]:
+    return {
+        **job_dict(job),
+        "attempts": [attempt_dict(a) for a in attempts],
+        "logs": [log_dict(entry) for entry in logs],
+    }
+
+
+def queue_row(stats: QueueStats, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {"queue": stats.queue, "paused": stats.paused}
+    row.update({str(s): stats.count(s) for s in QUEUE_STATES})
+    row["latency_seconds"] = _seconds_since(stats.oldest_ready_at, now)
+    return row
+
+
+def worker_row(p: ProcessRecord, now: datetime, stale_after: float) -> dict[str, Any]:
+    heartbeat_age = _seconds_since(p.heartbeat_at, now) or 0.0
+    return {
+        "id": p.id, "kind": p.kind, "host": p.host, "pid": p.pid, "queues": list(p.queues),
+        "concurrency": p.concurrency, "started_at": iso(p.started_at),
+        "heartbeat_at": iso(p.heartbeat_at), "heartbeat_age_seconds": heartbeat_age,
+        "stale": heartbeat_age > stale_after,
+    }
+
+
+# --- tables ---------------------------------------------------------------------------------
+def _state(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def render_queues(rows: Sequence[dict[str, Any]], out: Console) -> None:
+    if not rows:
+        out.print("No queues yet: nothing has been enqueued.")
+        return
+    table = Table(title="Queues", title_justify="left")
+    table.add_column("queue")
+    table.add_column("status")
+    for s in QUEUE_STATES:
+        table.add_column(str(s), justify="right")
+    table.add_column("latency", justify="right")
+    for r in rows:
+        status = Text("paused", style="bold yellow") if r["paused"] else Text("active")
+        counts = [Text(str(r[str(s)]), style=STATE_STYLE[s] if r[str(s)] else "dim")
+                  for s in QUEUE_STATES]
+        table.add_row(Text(r["queue"]), status, *counts, age(r["latency_seconds"]))
+    out.print(table)
+
+
+def render_workers(rows: Sequence[dict[str, Any]], out: Console) -> None:
+    if not rows:
+        out.print("No workers are running. Start one with: conveyor -A MODULE:APP worker")
+        return
+    table = Table(title="Workers", title_justify="left")
+    for name in ("kind", "host", "pid", "queues", "concurrency", "heartbeat"):
+        table.add_column(name, justify="right" if name in ("pid", "concurrency") else "left")
+    for r in rows:
+        beat = Text(f"{age(r['heartbeat_age_seconds'])} ago")
+        if r["stale"]:
+            beat = Text(f"{age(r['heartbeat_age_seconds'])} ago (stale)", style="bold red")
+        table.add_row(
+            r["kind"], Text(r["host"]), str(r["pid"]), Text(",".join(r["queues"]) or "-"),
+            str(r["concurrency"] or "-"), beat,
+        )
+    out.print(table)
+
+
+def render_jobs(jobs: Sequence[JobRecord], now: datetime, out: Console) -> None:
+    if not jobs:
+        out.print("No jobs match.")
+        return
+    table = Table()
+    for name in ("id", "name", "queue", "state", "attempt", "created", "run at / finished", "error"):
+        table.add_column(name, justify="right" if name == "id" else "left",
+                         overflow="ellipsis" if name == "error" else "fold")
+    for j in jobs:
+        moment = j.finished_at if j.state.finished else j.run_at
+        rel = (now - moment).total_seconds() if moment else None
+        when = "-" if rel is None else (f"{age(rel)} ago" if rel >= 0 else f"in {age(-rel)}")
+        table.add_row(
+            str(j.id), Text(j.name), Text(j.queue), _state(str(j.state)),
+            f"{j.attempt}/{j.max_attempts}", f"{age((now - j.created_at).total_seconds())} ago",
+            when, Text((j.error or "").splitlines()[0] if j.error else "", style="red"),
+        )
+    out.print(table)
+
+
+def render_job(detail: dict[str, Any], job: JobRecord, now: datetime, out: Console) -> None:
+    """One job, every attempt with its traceback, and its logs: what a person debugs from."""
+    out.print(Text.assemble(("job ", "bold"), (str(job.id), "bold"), "  ", (job.name, "bold"),
+                            "  ", _state(str(job.state))))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    rows: list[tuple[str, str]] = [
+        ("queue", f"{job.queue} (priority {job.priority})"),
+        ("attempts", f"{job.attempt} of {job.max_attempts}"),
+        ("args", job.args), ("kwargs", job.kwargs),
+        ("created", stamp(job.created_at, now)), ("run at", stamp(job.run_at, now)),
+        ("started", stamp(job.started_at, now)), ("finished", stamp(job.finished_at, now)),
+        ("timeout", "-" if job.timeout is None else f"{job.timeout:g}s"),
+    ]
+    if job.worker_id:
+        rows.append(("worker", job.worker_id))
+    if job.heartbeat_at:
+        rows.append(("heartbeat", stamp(job.heartbeat_at, now)))
+    if job.progress is not None or job.progress_message:
+        pct = "" if job.progress is None else f"{job.progress:g}%"
+        rows.append(("progress", " ".join(x for x in (pct, job.progress_message or "") if x)))
+    if job.cancel_requested:
+        rows.append(("cancel", "requested"))
+    if job.result is not None:
+        rows.append(("result", job.result))
+    if job.error:
+        rows.append(("error", job.error))
+    for label, value in rows:
+        grid.add_row(label, Text(value))
+    out.print(grid)
+    _render_attempts(detail["attempts"], out)
+    if detail["logs"]:
+        out.print(Text("\nlogs", style="bold"))
+        for entry in detail["logs"]:
+            out.print(Text(f"  [attempt {entry['attempt']}] {entry['at']}  {entry['message']}"))
+
+
+def _render_attempts(attempts: Sequence[dict[str, Any]], out: Console) -> None:
+    out.print(Text(f"\nattempts ({len(attempts)})", style="bold"))
+    if not attempts:
+        out.print("  none yet")
+    for a in attempts:
+        took = "" if a["duration_seconds"] is None else f" ({age(a['duration_seconds'])})"
+        style = OUTCOME_STYLE.get(a["outcome"], "yellow")
+        out.print(Text.assemble(
+            f"  #{a['attempt']}  ", (a["outcome"], style), f"  started {a['started_at']}{took}",
+            f"  on {a['worker_id']}" if a["worker_id"] else "",
+        ))
+        if a["error_class"]:
+            message = f"{a['error_class']}: {a['error_message']}" if a["error_message"] else \
+                a["error_class"]
+            out.print(Text(f"      {message}", style="red"))
+        if a["traceback"]:
+            # plain text, never wrapped or re-styled: it is what the user will search for
+            out.print(Text(_indent(a["traceback"].rstrip("\n"), "      ")), soft_wrap=True)
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
