@@ -145,7 +145,7 @@ def _state(state: str) -> Text:
 
 def render_queues(rows: Sequence[dict[str, Any]], out: Console) -> None:
     if not rows:
-        out.print("No queues yet: nothing has been enqueued.")
+        out.print("No queue has jobs waiting, running or dead.")
         return
     table = Table(title="Queues", title_justify="left")
     table.add_column("queue")

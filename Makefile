@@ -1,0 +1,67 @@
+# conveyor: `make demo` and `make test` are all a newcomer needs; both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# the server the test suite uses: the same default as tests/conftest.py
+PG_URL := $(or $(CONVEYOR_TEST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test bench lint clean
+
+help:
+	@echo "make demo    create .venv if needed, then run a worker and example jobs on SQLite (~10 s)"
+	@echo "make test    create .venv if needed, then run the whole suite on SQLite and PostgreSQL"
+	@echo "make bench   enqueue/drain/wake-up numbers on each store"
+	@echo "make lint    ruff and mypy"
+	@echo "make clean   remove .venv, caches and demo files"
+
+venv: $(STAMP)
+
+# re-installed only when pyproject.toml changes
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "conveyor needs Python 3.11 or newer; try: make PYTHON=python3.12 ...")'
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/conveyor demo
+
+define PG_CHECK
+import os, re, sys
+url = sys.argv[1]
+shown = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+try:
+    import psycopg
+    psycopg.connect(url, connect_timeout=3).close()
+except Exception as e:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    fate = "FAIL (CI is set)" if os.environ.get("CI") else "be SKIPPED"
+    print(f"make test: PostgreSQL does not answer at {shown}: {reason}", file=sys.stderr)
+    print(f"  The SQLite half of the suite runs; the PostgreSQL tests will {fate}.", file=sys.stderr)
+    print("  To run them, start PostgreSQL on 127.0.0.1:5432 with a 'postgres' user (trust auth),", file=sys.stderr)
+    print("  e.g.  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16", file=sys.stderr)
+    print("  or set CONVEYOR_TEST_DATABASE_URL to a server where you may CREATE DATABASE.", file=sys.stderr)
+else:
+    print(f"make test: PostgreSQL answers at {shown}; the suite runs on SQLite and PostgreSQL")
+endef
+export PG_CHECK
+
+test: venv
+	@$(BIN)/python -c "$$PG_CHECK" "$(PG_URL)"
+	$(BIN)/pytest -q
+
+bench: venv
+	@if [ -f bench/__main__.py ]; then $(BIN)/python -m bench; \
+	else echo "make bench: no benchmarks yet (bench/__main__.py is missing)"; fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy conveyor
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -f conveyor-demo.db conveyor-demo.db-wal conveyor-demo.db-shm
+	find conveyor tests -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf bench/__pycache__
