@@ -64,6 +64,7 @@ class Supervisor:
         self._crashes: dict[int, int] = {}  # slot -> consecutive quick deaths
         self._restart_at: dict[int, float] = {}
         self._watchdog = Duty(every=0.25)
+        self._orphans: dict[str, str] = {}  # worker id -> why it died, until its jobs are rescued
 
     # --- lifecycle ----------------------------------------------------------------------
     def run(self) -> int:
@@ -156,14 +157,26 @@ class Supervisor:
         how = _describe_exit(status)
         if self._stopping and os.waitstatus_to_exitcode(status) == 0:
             return
-        rescued = self.app.store.jobs_rescue([child.worker_id], f"worker process {pid} {how}")
-        self.app.store.process_deregister(child.worker_id)
-        log.error("worker process died; restarting", extra={
-            "pid": pid, "exit": how, "rescued_jobs": len(rescued)})
         quick = time.monotonic() - child.started < 5
         self._crashes[child.slot] = self._crashes.get(child.slot, 0) + 1 if quick else 0
         delay = min(30.0, 0.5 * 2 ** self._crashes[child.slot]) if quick else 0.0
         self._restart_at[child.slot] = time.monotonic() + delay
+        log.error("worker process died; restarting", extra={"pid": pid, "exit": how})
+        self._orphans[child.worker_id] = f"worker process {pid} {how}"
+        self._rescue_orphans()
+
+    def _rescue_orphans(self) -> None:
+        """Jobs of children that died: rescued now, or as soon as the store answers again."""
+        for worker_id, reason in list(self._orphans.items()):
+            try:
+                rescued = self.app.store.jobs_rescue([worker_id], reason)
+                self.app.store.process_deregister(worker_id)
+            except StoreError:
+                return  # retried on the next tick; stale-heartbeat rescue is the backstop
+            del self._orphans[worker_id]
+            if rescued:
+                log.warning("rescued jobs of a dead worker", extra={
+                    "worker": worker_id, "jobs": ",".join(map(str, rescued))})
 
     def _respawn_due(self) -> None:
         for slot, when in list(self._restart_at.items()):
@@ -173,6 +186,8 @@ class Supervisor:
 
     def _duties(self) -> None:
         store = self.app.store
+        if self._orphans:
+            self._rescue_orphans()
         if time.monotonic() - self._last_beat >= self.app.settings.heartbeat_every:
             store.process_heartbeat(self.id)
             self._last_beat = time.monotonic()
@@ -203,6 +218,8 @@ class Supervisor:
         child = self.children.pop(pid)
         _kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        self._restart_at[child.slot] = time.monotonic()  # whatever happens next, the slot returns
+        self._orphans[child.worker_id] = f"worker process {pid} replaced to stop an overdue job"
         store = self.app.store
         accepted = store.job_finish_many([self._stopped(job) for job in overdue])
         others = [j for j in store.job_list(JobFilter(states=(JobState.RUNNING,),
@@ -211,9 +228,9 @@ class Supervisor:
         store.job_release([(j.id, j.lease or "") for j in others],
                           reason=f"worker replaced to stop job {ids}; attempt not counted")
         store.process_deregister(child.worker_id)
+        del self._orphans[child.worker_id]
         log.warning("replaced a worker to stop overdue jobs", extra={
             "pid": pid, "jobs": ids, "stopped": sum(accepted), "returned": len(others)})
-        self._spawn(child.slot)
 
     def _stopped(self, job: JobRecord) -> JobOutcome:
         started = job.started_at or utcnow()
@@ -243,8 +260,9 @@ class Supervisor:
             log.error("worker did not stop in time; killing", extra={"pid": pid})
             _kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            self.app.store.jobs_rescue([child.worker_id], f"worker process {pid} killed at shutdown")
+            self._orphans[child.worker_id] = f"worker process {pid} killed at shutdown"
             del self.children[pid]
+        self._rescue_orphans()
 
     def _cleanup(self) -> None:
         try:

@@ -8,9 +8,12 @@ missing PostgreSQL server skips those tests with a clear reason; in CI (CI=true)
 from __future__ import annotations
 
 import os
+import random
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,8 +45,7 @@ def pg_url() -> Iterator[str]:
         pytest.skip("psycopg is not installed")
     name = f"conveyor_test_{uuid.uuid4().hex[:10]}"
     try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        _create_database(psycopg, name)
     except psycopg.OperationalError as e:
         message = f"PostgreSQL not reachable at {PG_ADMIN_URL} ({str(e).strip().splitlines()[0]})"
         if os.environ.get("CI"):
@@ -56,6 +58,19 @@ def pg_url() -> Iterator[str]:
     yield url
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _create_database(psycopg: Any, name: str) -> None:
+    """CREATE DATABASE, retried while another run copies template1 at the same moment."""
+    for attempt in range(20):
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            try:
+                conn.execute(f'CREATE DATABASE "{name}"')
+                return
+            except psycopg.errors.ObjectInUse:
+                if attempt == 19:
+                    raise
+        time.sleep(0.1 + random.random() * 0.3)
 
 
 def _reset_postgres(url: str) -> None:

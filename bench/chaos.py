@@ -1,0 +1,182 @@
+"""``make chaos``: jobs under fire. Prints jobs, lost (must be 0), duplicates, rescue times.
+
+N jobs (most a few ms, one in ten 0.5-3 s with heartbeats) on 2 supervisors (2 processes x 4
+slots each); a random worker child is SIGKILLed every 2 s for the whole run and, on PostgreSQL,
+the server is restarted once in the middle. Every execution is logged to a side file; at the
+end each job must have succeeded (or be dead as a poison pill, reported separately).
+
+    python -m bench.chaos --store sqlite --jobs 20000
+    python -m bench.chaos --store postgres --jobs 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from conveyor import StoreError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    jobs: int = 0
+    succeeded: int = 0
+    poisoned: int = 0
+    lost: int = 0
+    rerun: int = 0
+    duplicate_runs: int = 0
+    kills: int = 0
+    max_rescue_s: float = 0.0
+    wall_s: float = 0.0
+    restarted_store: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def table(self, store: str) -> str:
+        rows = [
+            ("store", store), ("jobs", f"{self.jobs:,}"), ("succeeded", f"{self.succeeded:,}"),
+            ("dead (poison pill)", self.poisoned), ("lost", self.lost),
+            ("jobs re-run after a kill", self.rerun),
+            ("duplicate executions", f"{self.duplicate_runs} (finished, result lost in a kill)"),
+            ("worker kills", self.kills), ("max kill → rescue", f"{self.max_rescue_s:.2f} s"),
+            ("store restarted mid-run", "yes" if self.restarted_store else "no"),
+            ("wall time", f"{self.wall_s:.1f} s"),
+        ]
+        out = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+        return "\n".join(out + [f"\n{n}" for n in self.notes])
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def restart_postgres() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    for action in ("stop", "start"):
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action,
+                        *(["-m", "fast"] if action == "stop" else [])], check=True, timeout=60)
+        if action == "stop":
+            time.sleep(3)
+
+
+def run(url: str, n: int, *, kill_every: float = 2.0, restart: bool = False,
+        limit: float = 900, seed: int = 1) -> Result:
+    from bench import chaos_jobs as jobs
+
+    rng = random.Random(seed)
+    log = Path(tempfile.mkdtemp(prefix="conveyor-chaos-")) / "runs.log"
+    jobs.app.close()
+    jobs.app.settings = replace(jobs.app.settings, database_url=url)
+    jobs.app.migrate()
+    lengths = [rng.uniform(0.5, 3.0) if rng.random() < 0.1 else rng.uniform(0, 0.005)
+               for _ in range(n)]
+    handles = []
+    for first in range(0, n, 2000):
+        handles += jobs.app.enqueue_many([jobs.work.prepare(s) for s in lengths[first:first + 2000]])
+    env = {**os.environ, "CONVEYOR_DATABASE_URL": url, "CONVEYOR_CHAOS_LOG": str(log),
+           "CONVEYOR_RESCUE_AFTER": "3", "CONVEYOR_HEARTBEAT_INTERVAL": "0.5",
+           "CONVEYOR_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    sups = [subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "-A", "bench.chaos_jobs:app", "worker",
+         "--processes", "2", "--concurrency", "4"],
+        env={**env, "CONVEYOR_HOST_ID": f"chaos-{k}"}, cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k in range(2)]
+    result = Result(jobs=n)
+    kills: list[tuple[float, str]] = []  # (time, worker id)
+    start = time.time()
+    next_kill = time.monotonic() + kill_every
+    try:
+        while time.time() - start < limit:
+            time.sleep(0.1)
+            try:
+                stats = jobs.app.store.queue_stats()
+                workers = {p.pid: p.id for p in jobs.app.store.process_list()}
+            except StoreError:  # the store restarting: keep killing, look again
+                stats, workers = None, {}
+            if stats is not None and not any(
+                s.count("ready") or s.count("running") or s.count("failed") for s in stats
+            ):
+                break
+            if restart and not result.restarted_store and _ended(log) > n // 2:
+                restart_postgres()
+                result.restarted_store = True
+            if time.monotonic() >= next_kill:
+                next_kill += kill_every
+                victims = [c for s in sups for c in children(s.pid)]
+                if victims:
+                    victim = rng.choice(victims)
+                    os.kill(victim, signal.SIGKILL)
+                    kills.append((time.time(), workers.get(victim, "")))
+    finally:
+        result.wall_s = time.time() - start
+        for s in sups:
+            s.send_signal(signal.SIGTERM)
+        for s in sups:
+            try:
+                s.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(s.pid, signal.SIGKILL)
+    return summarize(jobs.app, handles, log, kills, result)
+
+
+def _ended(log: Path) -> int:
+    return log.read_text().count("E ") if log.exists() else 0
+
+
+def summarize(app, handles, log: Path, kills, result: Result) -> Result:  # type: ignore[no-untyped-def]
+    from conveyor import JobState
+
+    ends = Counter(int(line.split()[1]) for line in log.read_text().splitlines() if line[0] == "E")
+    states = Counter()
+    for h in handles:
+        state = h.status()
+        states[state] += 1
+        if state is JobState.DEAD:
+            result.poisoned += 1
+        elif state is not JobState.SUCCEEDED or ends[h.id] == 0:
+            result.lost += 1
+    result.succeeded = states[JobState.SUCCEEDED]
+    result.duplicate_runs = sum(c - 1 for c in ends.values() if c > 1)
+    result.kills = len(kills)
+    killed = dict((w, t) for t, w in kills if w)
+    starts = [line.split() for line in log.read_text().splitlines() if line[0] == "S"]
+    restarted = Counter(int(s[1]) for s in starts)
+    result.rerun = sum(1 for c in restarted.values() if c > 1)
+    for job_id in (j for j, c in restarted.items() if c > 1):
+        for attempt in app.handle(job_id).attempts():
+            lost = attempt.outcome == "worker_lost" and attempt.worker_id in killed
+            if lost and attempt.finished_at:
+                delay = attempt.finished_at.timestamp() - killed[attempt.worker_id]
+                result.max_rescue_s = max(result.max_rescue_s, delay)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--no-restart", action="store_true", help="skip the PostgreSQL restart")
+    args = parser.parse_args()
+    from bench.__main__ import fresh_store
+
+    with fresh_store(args.store) as url:
+        result = run(url, args.jobs, restart=args.store == "postgres" and not args.no_restart)
+    print(result.table(args.store))
+    sys.exit(1 if result.lost else 0)
+
+
+if __name__ == "__main__":
+    main()
