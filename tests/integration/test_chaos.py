@@ -1,0 +1,22 @@
+"""A short chaos run in the suite (``make chaos`` runs the long one): kills lose no job."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.chaos import run  # noqa: E402
+
+
+def test_random_worker_kills_lose_no_job(store_url: str) -> None:
+    restart = store_url.startswith("postgresql")
+    result = run(store_url, 1200, kill_every=1.5, restart=restart, limit=240)
+    print("\n" + result.table(store_url.split(":")[0]))
+    assert result.kills >= 5, "the run was long enough to kill workers"
+    assert result.lost == 0
+    assert result.succeeded + result.poisoned == 1200
+    assert result.max_rescue_s < 5, "a killed child's jobs are rescued at once"
