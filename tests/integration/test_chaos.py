@@ -5,11 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.chaos import run  # noqa: E402
+from bench.chaos import run
 
 
 def test_random_worker_kills_lose_no_job(store_url: str) -> None:
