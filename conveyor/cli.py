@@ -121,9 +121,15 @@ def _global_options(root: bool, log_format: bool = False) -> Callable[[F], F]:
     return decorate
 
 
-def command(group: click.Group, name: str, log_format: bool = False) -> Callable[[F], Any]:
+def command(
+    group: click.Group, name: str, log_format: bool = False, pass_through: bool = False
+) -> Callable[[F], Any]:
+    """A subcommand; ``pass_through`` leaves unknown ``-x`` words to the arguments (``-1``)."""
+    settings = {"ignore_unknown_options": True} if pass_through else {}
+
     def decorate(f: F) -> Any:
-        return group.command(name)(_global_options(root=False, log_format=log_format)(f))
+        options = _global_options(root=False, log_format=log_format)
+        return group.command(name, context_settings=settings)(options(f))
 
     return decorate
 
@@ -193,7 +199,7 @@ def worker(processes: int, concurrency: int, queues: str | None, strict: bool) -
     click.get_current_context().exit(code)
 
 
-@command(cli, "enqueue")
+@command(cli, "enqueue", pass_through=True)
 @click.argument("name")
 @click.argument("args", nargs=-1)
 @click.option("--kwargs", "kwargs_json", metavar="JSON_OBJECT", help="Keyword arguments.")
@@ -240,6 +246,8 @@ def _json_arg(label: str, text: str) -> Any:
     try:
         return serialization.loads(text)
     except (ValueError, TypeError, AttributeError) as e:
+        if text.startswith("-"):
+            raise click.UsageError(f"no such option: {text}") from None
         reason = getattr(e, "msg", None) or str(e)
         hint = f"; quote text as JSON, e.g. '\"{text}\"'" if text[:1] not in '[{"' else ""
         raise Failure(f"{label} {text!r} is not valid JSON ({reason}){hint}", BAD_INPUT) from None

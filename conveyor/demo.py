@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,9 +175,25 @@ def _clean(url: str) -> bool:
 
 
 def _inspect_prefix(url: str) -> str:
+    """How to run conveyor against the demo store from this shell."""
+    command = f"{_program()} -A conveyor.demo:app"
     if url == os.environ.get("CONVEYOR_DATABASE_URL", DEMO_URL):
-        return "conveyor -A conveyor.demo:app"
-    return f"CONVEYOR_DATABASE_URL={url} conveyor -A conveyor.demo:app"
+        return command
+    return f"CONVEYOR_DATABASE_URL={url} {command}"
+
+
+def _program() -> str:
+    """``conveyor`` if that is on PATH, else the script next to this Python (e.g. from make)."""
+    script = Path(sys.executable).parent / "conveyor"
+    found = shutil.which("conveyor")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "conveyor"
+    if not script.exists():
+        return f"{sys.executable} -m conveyor"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:

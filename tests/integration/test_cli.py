@@ -189,6 +189,12 @@ def test_enqueue_prints_only_the_id_and_honours_queue(project: Project) -> None:
     assert project.job(int(r.out)).queue == "urgent"
 
 
+def test_enqueue_takes_negative_numbers_as_arguments(project: Project) -> None:
+    job_id = project.enqueue("cliapp:add", "-1", "-2.5", "--priority", "-3")
+    job = project.job(job_id)
+    assert (json.loads(job.args), job.priority) == ([-1, -2.5], -3)
+
+
 def test_enqueue_in_and_at_schedule_the_job(project: Project) -> None:
     before = datetime.now(UTC)
     later = project.enqueue("cliapp:add", "1", "2", "--in", "10m")
@@ -211,6 +217,7 @@ def test_enqueue_in_and_at_schedule_the_job(project: Project) -> None:
         (["cliapp:add", "1", "2", "--in", "5s", "--at", "2031-01-01"], ["--in", "--at"]),
         (["cliapp:add", "1", "2", "--queue", "a:b"], ["queue"]),
         (["cliapp:report", "1", "2", "--kwargs", '{"connection": 1}'], ["connection"]),
+        (["cliapp:add", "1", "2", "--prioity", "5"], ["no such option", "--prioity"]),
     ],
 )
 def test_bad_enqueue_input_is_one_line_and_stores_nothing(
