@@ -177,9 +177,11 @@ def _clean(url: str) -> bool:
 def _inspect_prefix(url: str) -> str:
     """How to run conveyor against the demo store from this shell."""
     command = f"{_program()} -A conveyor.demo:app"
-    if url == os.environ.get("CONVEYOR_DATABASE_URL", DEMO_URL):
+    if url == DEMO_URL:
         return command
-    return f"CONVEYOR_DATABASE_URL={url} {command}"
+    credentials = url.partition("://")[2].rpartition("@")[0]
+    shown = "'<your URL>'" if ":" in credentials else url  # never echo a password
+    return f"CONVEYOR_DATABASE_URL={shown} {command}"
 
 
 def _program() -> str:
