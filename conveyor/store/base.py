@@ -155,3 +155,29 @@ class Store(Protocol):
 
     def wait_for_jobs(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when new jobs may be ready."""
+
+    # --- health ---------------------------------------------------------------------------
+    def health_facts(
+        self, *, stale_after: float, timeout_grace: float = 0.0, overdue_after: float = 60.0,
+        recent: float = 3600.0, limit: int = 50, now: datetime | None = None,
+    ) -> HealthFacts:
+        """What ``conveyor doctor`` needs beyond queue_stats() and process_list(), in one call,
+        measured at ``now`` (None: the store's clock). See :class:`HealthFacts`."""
+
+
+@dataclass(frozen=True)
+class HealthFacts:
+    """Aggregates for diagnosis; every age is measured at ``now``."""
+
+    now: datetime  # the caller's ``now``, else the store's clock
+    store_clock: datetime  # the database's own clock reading, whatever ``now`` was
+    waiting_by_name: dict[str, int]  # scheduled, ready and failed jobs per job name
+    running_by_worker: dict[str, int]  # running jobs per worker id
+    # running jobs (oldest first, at most ``limit``) past ``timeout + timeout_grace``, or whose
+    # worker has no registered process that heartbeated within ``stale_after`` seconds
+    stuck: tuple[JobRecord, ...]
+    overdue: int  # scheduled and failed jobs whose run_at is over ``overdue_after`` s past
+    oldest_overdue_at: datetime | None
+    dead_recent: dict[tuple[str, str], int]  # (name, error class) -> jobs dead within ``recent``
+    # job name -> jobs whose last attempt failed with UnknownJob (waiting, or dead within ``recent``)
+    unknown_recent: dict[str, int]

@@ -40,7 +40,7 @@ from ..models import (
     QueueStats,
 )
 from . import _common as c
-from .base import SCHEMA_VERSION, Capabilities
+from .base import SCHEMA_VERSION, Capabilities, HealthFacts
 
 Conn = psycopg.Connection[Any]
 
@@ -260,6 +260,41 @@ SELECT id FROM conveyor_jobs
 WHERE state = 'running' AND worker_id = %(id)s AND cancel_requested
 """
 
+
+# --- conveyor doctor's aggregates (health_facts); %(at)s is the time they are measured at ------
+HEALTH_CLOCK = "SELECT statement_timestamp(), COALESCE(%(now)s::timestamptz, statement_timestamp())"
+HEALTH_WAITING = (
+    "SELECT name, COUNT(*) FROM conveyor_jobs"
+    " WHERE state IN ('scheduled', 'ready', 'failed') GROUP BY name"
+)
+HEALTH_RUNNING = (
+    "SELECT worker_id, COUNT(*) FROM conveyor_jobs WHERE state = 'running'"
+    " AND worker_id IS NOT NULL GROUP BY worker_id"
+)
+HEALTH_STUCK = f"""
+SELECT {c.JOB_COLUMNS} FROM conveyor_jobs WHERE state = 'running' AND (
+    (timeout IS NOT NULL
+     AND started_at + (timeout + %(grace)s) * interval '1 second' < %(at)s)
+    OR NOT EXISTS (SELECT 1 FROM conveyor_processes p WHERE p.id = conveyor_jobs.worker_id
+                   AND p.heartbeat_at >= %(at)s - %(stale)s * interval '1 second'))
+ORDER BY started_at, id LIMIT %(limit)s
+"""
+HEALTH_OVERDUE = (
+    "SELECT COUNT(*), MIN(run_at) FROM conveyor_jobs WHERE state IN ('scheduled', 'failed')"
+    " AND run_at < %(at)s - %(overdue)s * interval '1 second'"
+)
+HEALTH_DEAD = (  # error is "Class: message" or "Class"
+    "SELECT name, split_part(COALESCE(error, ''), ':', 1), COUNT(*) FROM conveyor_jobs"
+    " WHERE state = 'dead' AND finished_at >= %(at)s - %(recent)s * interval '1 second'"
+    " GROUP BY 1, 2"
+)
+HEALTH_UNKNOWN = (
+    "SELECT name, COUNT(*) FROM conveyor_jobs"
+    " WHERE (error = 'UnknownJob' OR error LIKE 'UnknownJob:%%')"
+    " AND (state IN ('scheduled', 'ready', 'failed') OR (state = 'dead'"
+    "      AND finished_at >= %(at)s - %(recent)s * interval '1 second'))"
+    " GROUP BY name"
+)
 
 # --- URLs and errors ---------------------------------------------------------------------------
 def _redact(url: str) -> str:
@@ -748,3 +783,28 @@ class PostgresStore:
                 _close_quietly(self._listener)
                 self._listener = None
         time.sleep(max(0.0, deadline - time.monotonic()))
+
+    # --- health ----------------------------------------------------------------------------
+    def health_facts(
+        self, *, stale_after: float, timeout_grace: float = 0.0, overdue_after: float = 60.0,
+        recent: float = 3600.0, limit: int = 50, now: datetime | None = None,
+    ) -> HealthFacts:
+        with self._connect() as conn:
+            row = conn.execute(HEALTH_CLOCK, {"now": now}).fetchone()
+            assert row is not None
+            clock, at = row
+            params = {"at": at, "grace": float(timeout_grace), "stale": float(stale_after),
+                      "limit": limit, "overdue": float(overdue_after), "recent": float(recent)}
+            waiting = conn.execute(HEALTH_WAITING).fetchall()
+            running = conn.execute(HEALTH_RUNNING).fetchall()
+            stuck = conn.execute(HEALTH_STUCK, params).fetchall()
+            overdue = conn.execute(HEALTH_OVERDUE, params).fetchone() or (0, None)
+            dead = conn.execute(HEALTH_DEAD, params).fetchall()
+            unknown = conn.execute(HEALTH_UNKNOWN, params).fetchall()
+        return HealthFacts(
+            now=at.astimezone(UTC), store_clock=clock.astimezone(UTC),
+            waiting_by_name=dict(waiting), running_by_worker=dict(running),
+            stuck=tuple(c.job_from_row(r, _dt) for r in stuck),
+            overdue=int(overdue[0]), oldest_overdue_at=_dt(overdue[1]),
+            dead_recent={(name, cls): n for name, cls, n in dead}, unknown_recent=dict(unknown),
+        )

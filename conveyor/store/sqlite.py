@@ -32,11 +32,43 @@ from ..models import (
     QueueStats,
 )
 from . import _common as c
-from .base import SCHEMA_VERSION, Capabilities
+from .base import SCHEMA_VERSION, Capabilities, HealthFacts
 
 T = TypeVar("T")
 BUSY_DEADLINE = 120.0  # seconds a write keeps retrying a busy database before giving up
 SHUTDOWN_REASON = "worker shut down before the job finished; attempt not counted"
+
+# --- conveyor doctor's aggregates (health_facts) ----------------------------------------------
+HEALTH_WAITING = (
+    "SELECT name, COUNT(*) FROM conveyor_jobs"
+    " WHERE state IN ('scheduled', 'ready', 'failed') GROUP BY name"
+)
+HEALTH_RUNNING = (
+    "SELECT worker_id, COUNT(*) FROM conveyor_jobs WHERE state = 'running'"
+    " AND worker_id IS NOT NULL GROUP BY worker_id"
+)
+HEALTH_STUCK = (
+    f"SELECT {c.JOB_COLUMNS} FROM conveyor_jobs WHERE state = 'running' AND ("
+    " (timeout IS NOT NULL AND started_at + timeout + ? < ?)"
+    " OR NOT EXISTS (SELECT 1 FROM conveyor_processes p"
+    "   WHERE p.id = conveyor_jobs.worker_id AND p.heartbeat_at >= ?))"
+    " ORDER BY started_at, id LIMIT ?"
+)
+HEALTH_OVERDUE = (
+    "SELECT COUNT(*), MIN(run_at) FROM conveyor_jobs"
+    " WHERE state IN ('scheduled', 'failed') AND run_at < ?"
+)
+HEALTH_DEAD = (  # error is "Class: message" or "Class"
+    "SELECT name, CASE WHEN instr(COALESCE(error, ''), ':') > 0"
+    " THEN substr(error, 1, instr(error, ':') - 1) ELSE COALESCE(error, '') END, COUNT(*)"
+    " FROM conveyor_jobs WHERE state = 'dead' AND finished_at >= ? GROUP BY 1, 2"
+)
+HEALTH_UNKNOWN = (
+    "SELECT name, COUNT(*) FROM conveyor_jobs"
+    " WHERE (error = 'UnknownJob' OR error LIKE 'UnknownJob:%')"
+    " AND (state IN ('scheduled', 'ready', 'failed') OR (state = 'dead' AND finished_at >= ?))"
+    " GROUP BY name"
+)
 
 
 def _ts(when: datetime | None) -> float | None:
@@ -647,3 +679,23 @@ class SQLiteStore:
             time.sleep(0.002)
             if conn.execute("PRAGMA data_version").fetchone()[0] != start:
                 return
+
+    # --- health ----------------------------------------------------------------------------
+    def health_facts(
+        self, *, stale_after: float, timeout_grace: float = 0.0, overdue_after: float = 60.0,
+        recent: float = 3600.0, limit: int = 50, now: datetime | None = None,
+    ) -> HealthFacts:
+        clock = time.time()  # embedded: the database's clock is this host's
+        at = clock if now is None else now.timestamp()
+        stuck = self._read(HEALTH_STUCK, (timeout_grace, at, at - stale_after, limit))
+        overdue, oldest = self._read(HEALTH_OVERDUE, (at - overdue_after,))[0]
+        dead = self._read(HEALTH_DEAD, (at - recent,))
+        return HealthFacts(
+            now=datetime.fromtimestamp(at, UTC), store_clock=datetime.fromtimestamp(clock, UTC),
+            waiting_by_name=dict(self._read(HEALTH_WAITING)),
+            running_by_worker=dict(self._read(HEALTH_RUNNING)),
+            stuck=tuple(c.job_from_row(r, _dt) for r in stuck),
+            overdue=overdue, oldest_overdue_at=_dt(oldest),
+            dead_recent={(name, cls): n for name, cls, n in dead},
+            unknown_recent=dict(self._read(HEALTH_UNKNOWN, (at - recent,))),
+        )

@@ -733,3 +733,69 @@ def test_a_schema_newer_than_the_code_is_refused(fresh_url: str) -> None:
         assert store.schema_version() == SCHEMA_VERSION + 1
     finally:
         store.close()
+
+
+# --- health facts (conveyor doctor) ----------------------------------------------------------
+def register(store: Store, worker_id: str, heartbeat: datetime, kind: str = "worker") -> None:
+    store.process_register(ProcessRecord(
+        id=worker_id, kind=kind, host="h1", pid=1, started_at=T0, heartbeat_at=heartbeat,
+        queues=("default",), concurrency=4, job_names=("a",)))
+
+
+def test_health_facts_of_an_empty_store(store: Store) -> None:
+    facts = store.health_facts(stale_after=30, now=at(5))
+    assert facts.now == at(5)
+    assert abs((facts.store_clock - datetime.now(UTC)).total_seconds()) < 5, "a real clock reading"
+    assert (facts.waiting_by_name, facts.running_by_worker, facts.stuck, facts.overdue,
+            facts.oldest_overdue_at, facts.dead_recent, facts.unknown_recent) == (
+        {}, {}, (), 0, None, {}, {})
+    live = store.health_facts(stale_after=30)
+    assert abs((live.now - live.store_clock).total_seconds()) < 1, "now=None: the store's clock"
+
+
+def test_health_facts_find_stuck_running_jobs(store: Store) -> None:
+    register(store, "w-live", at(100))
+    register(store, "w-stale", at(0))
+    timed, fine, silent, orphan = insert(
+        store, NewJob("timed", queue="q1", timeout=10), NewJob("fine", queue="q1"),
+        NewJob("silent", queue="q2"), NewJob("orphan", queue="q3"))
+    for seconds, worker, queue in ((1, "w-live", "q1"), (1, "w-live", "q1"),
+                                   (2, "w-stale", "q2"), (3, "w-gone", "q3")):
+        claim_one(store, worker=worker, queue=queue, now=at(seconds))
+    facts = store.health_facts(stale_after=30, timeout_grace=5, now=at(100))
+    assert [j.id for j in facts.stuck] == [timed, silent, orphan], "oldest first; fine is fine"
+    assert facts.stuck[1].worker_id == "w-stale" and facts.stuck[0].timeout == 10
+    assert facts.running_by_worker == {"w-live": 2, "w-stale": 1, "w-gone": 1}
+    later = store.health_facts(stale_after=30, timeout_grace=500, limit=1, now=at(100))
+    assert [j.id for j in later.stuck] == [silent], "within grace; limited to one"
+    assert fine not in [j.id for j in store.health_facts(stale_after=1000, now=at(100)).stuck]
+
+
+def test_health_facts_count_waiting_overdue_dead_and_unknown_jobs(store: Store) -> None:
+    insert(store, NewJob("a"), NewJob("a"), NewJob("later", run_at=at(1000)),
+           NewJob("late", run_at=at(20)))
+    ghost, gone, d1, d2, boom, old = insert(
+        store, *[NewJob(n, queue="x", max_attempts=3) for n in
+                 ("ghost", "gone", "d", "d", "mod:boom", "old")])
+    jobs = {j.id: j for j in store.job_claim("w1", "x", 10, now=T0)}
+    store.job_finish_many([
+        outcome(jobs[ghost], JobState.FAILED, AttemptOutcome.ERROR, error_class="UnknownJob",
+                error_message="no job named 'ghost'", retry_at=at(10)),
+        outcome(jobs[gone], JobState.DEAD, AttemptOutcome.ERROR, error_class="UnknownJob",
+                error_message="no job named 'gone'"),
+        outcome(jobs[d1], JobState.DEAD, AttemptOutcome.ERROR, error_class="KeyError",
+                error_message="'k'"),
+        outcome(jobs[d2], JobState.DEAD, AttemptOutcome.TIMEOUT, error_class="KeyError"),
+        outcome(jobs[boom], JobState.DEAD, AttemptOutcome.ERROR, error_class="mod.Boom",
+                error_message="bad: very"),
+        outcome(jobs[old], JobState.DEAD, AttemptOutcome.ERROR, error_class="OldError",
+                finished_at=at(-7200)),
+    ], now=at(90))
+    facts = store.health_facts(stale_after=30, now=at(100))
+    assert facts.waiting_by_name == {"a": 2, "later": 1, "late": 1, "ghost": 1}
+    assert (facts.overdue, facts.oldest_overdue_at) == (2, at(10)), "late and ghost's retry"
+    assert facts.dead_recent == {("gone", "UnknownJob"): 1, ("d", "KeyError"): 2,
+                                 ("mod:boom", "mod.Boom"): 1}
+    assert facts.unknown_recent == {"ghost": 1, "gone": 1}
+    assert store.health_facts(stale_after=30, overdue_after=100, now=at(100)).overdue == 0
+    assert store.health_facts(stale_after=30, now=at(7200)).dead_recent == {}
