@@ -219,19 +219,11 @@ def stuck_running(s: Snapshot) -> list[Finding]:
 
 def _stuck_fixes(s: Snapshot, stuck: tuple[JobRecord, ...]) -> list[str]:
     lost = [j for j in stuck if not s.alive(s.process(j.worker_id))]
-    gone = sorted({j.worker_id or "" for j in lost if s.process(j.worker_id) is None})
     fixes = []
-    if len(lost) > len(gone):
-        fixes.append(f"a silent worker's jobs are rescued {s.settings.rescue_after:g}s after its"
-                     " last heartbeat by the leader of a running worker; if none runs, start"
-                     f" one: {s.worker_command()}")
-    if gone:
-        module, _, attr = (s.app_path or "").partition(":")
-        app = f"import {module}; {module}.{attr or 'app'}" if module else (
-            "from conveyor import Conveyor; Conveyor()")
-        code = f'{app}.store.jobs_rescue({json.dumps(gone)}, "rescued by hand")'
-        fixes.append("nothing rescues the jobs of a worker that is no longer registered; once"
-                     f" it is surely gone, rescue them: python -c {shlex.quote(code)}")
+    if lost:
+        fixes.append(f"jobs of a silent or vanished worker are rescued {s.settings.rescue_after:g}s"
+                     " after its last sign of life by the leader of any running worker; if none"
+                     f" runs, start one: {s.worker_command()}")
     if len(lost) < len(stuck):
         fixes.append("a job past its timeout on a live worker was not stopped: check that"
                      " worker's host and logs, and restart it")

@@ -145,7 +145,8 @@ class Store(Protocol):
     def process_list(self) -> list[ProcessRecord]: ...
 
     def processes_stale(self, older_than_seconds: float, *, now: datetime | None = None) -> list[str]:
-        """Ids of processes whose last heartbeat is older than the given age."""
+        """Ids of processes whose last heartbeat is older than the given age, and of unregistered
+        workers still holding running jobs with no sign of life for that long."""
 
     # --- leadership and wake-ups ---------------------------------------------------------
     def leader_acquire(self, name: str, holder: str, ttl: float) -> bool:

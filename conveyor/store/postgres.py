@@ -713,7 +713,10 @@ class PostgresStore:
     def processes_stale(self, older_than_seconds: float, *, now: datetime | None = None) -> list[str]:
         rows = self._rows(
             "SELECT id FROM conveyor_processes"
-            f" WHERE heartbeat_at < {NOW} - make_interval(secs => %(age)s) ORDER BY id",
+            f" WHERE heartbeat_at < {NOW} - make_interval(secs => %(age)s)"
+            " UNION SELECT DISTINCT worker_id FROM conveyor_jobs WHERE state = 'running'"
+            f" AND heartbeat_at < {NOW} - make_interval(secs => %(age)s)"
+            " AND worker_id NOT IN (SELECT id FROM conveyor_processes) ORDER BY 1",
             {"now": now, "age": float(older_than_seconds)},
         )
         return [r[0] for r in rows]

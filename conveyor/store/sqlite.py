@@ -649,7 +649,11 @@ class SQLiteStore:
     def processes_stale(self, older_than_seconds: float, *, now: datetime | None = None) -> list[str]:
         cutoff = self._now(now) - older_than_seconds
         rows = self._read(
-            "SELECT id FROM conveyor_processes WHERE heartbeat_at < ? ORDER BY id", (cutoff,)
+            "SELECT id FROM conveyor_processes WHERE heartbeat_at < ?"
+            " UNION SELECT DISTINCT worker_id FROM conveyor_jobs WHERE state = 'running'"
+            " AND heartbeat_at < ? AND worker_id NOT IN (SELECT id FROM conveyor_processes)"
+            " ORDER BY 1",
+            (cutoff, cutoff),
         )
         return [r[0] for r in rows]
 

@@ -558,6 +558,14 @@ def test_process_register_list_heartbeat_stale_deregister(store: Store) -> None:
     assert [p.id for p in store.process_list()] == ["host:2"]
 
 
+def test_an_unregistered_worker_holding_running_jobs_counts_as_stale(store: Store) -> None:
+    insert(store)
+    claim_one(store, worker="w-vanished", now=at(0))
+    assert store.processes_stale(10, now=at(5)) == [], "not silent for long enough yet"
+    assert store.processes_stale(10, now=at(11)) == ["w-vanished"]
+    assert store.jobs_rescue(["w-vanished"], "gone", now=at(11))
+
+
 def test_heartbeat_returns_running_jobs_whose_cancel_was_requested(store: Store) -> None:
     store.process_register(process(7))
     insert(store, NewJob("a"), NewJob("b"), NewJob("c"))
