@@ -195,8 +195,8 @@ def worker(processes: int, concurrency: int, queues: str | None, strict: bool) -
     logs.configure(s.log_format or app.settings.log_format, app.settings.log_level)
     from .supervisor import Supervisor
 
-    code = Supervisor(app, processes=processes, concurrency=concurrency, queues=spec).run()
-    click.get_current_context().exit(code)
+    supervisor = Supervisor(app, processes=processes, concurrency=concurrency, queues=spec)
+    click.get_current_context().exit(supervisor.run())
 
 
 @command(cli, "enqueue", pass_through=True)
@@ -301,6 +301,18 @@ def status(as_json: bool) -> None:
     con = out.console()
     out.render_queues(queues, con)
     out.render_workers(workers, con)
+
+
+@command(cli, "doctor")
+@json_option
+@click.option("--watch", is_flag=True, help="Diagnose every few seconds; print changes.")
+def doctor(as_json: bool, watch: bool) -> NoReturn:
+    """Diagnose the store and workers; exit 0 healthy, 1 warnings, 2 problems."""
+    from .doctor import main_command
+
+    s = state()
+    code = main_command(s.app(), s.app_path, as_json=as_json, watch=watch, console=out.console())
+    click.get_current_context().exit(code)
 
 
 # --- jobs ---------------------------------------------------------------------------------

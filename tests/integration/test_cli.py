@@ -399,6 +399,24 @@ def test_jobs_show_has_the_result(project: Project) -> None:
     assert "result    42" in project.run("jobs", "show", str(job_id)).out
 
 
+def test_doctor_exit_code_and_json_follow_the_findings(project: Project) -> None:
+    healthy = project.run("doctor", "--json")
+    assert (healthy.code, healthy.json()["status"]) == (0, "healthy"), healthy
+    project.enqueue("cliapp:add", "1", "2")
+    sick = project.run("doctor", "--json")
+    assert sick.code == 2, sick
+    finding = next(f for f in sick.json()["findings"] if f["code"] == "no_workers")
+    assert "cliapp:app" in finding["fix"]  # the fix names the -A the user gave
+    text = project.run("doctor")
+    assert text.code == 2 and "no worker" in text.out.lower()
+
+
+def test_doctor_on_an_unreachable_store_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    r = run_cli("doctor", "--json", cwd=tmp_path, env={"CONVEYOR_DATABASE_URL": "mysql://x/y"})
+    assert r.code == 2 and r.err == "", r
+    assert [f["code"] for f in r.json()["findings"]] == ["store_unreachable"]
+
+
 @pytest.mark.parametrize("command", [["show"], ["retry"], ["discard"], ["cancel"]])
 def test_an_unknown_id_is_one_line_and_exit_1(project: Project, command: list[str]) -> None:
     assert_one_line_error(project.run("jobs", *command, "4242"), 1, "no job with id 4242")
