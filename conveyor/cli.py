@@ -174,7 +174,7 @@ def migrate() -> None:
     """Create or upgrade the schema; prints the version in place."""
     app = state().app()
     version = app.migrate()
-    click.echo(f"schema version {version} at {_safe_url(app.url)}")
+    click.echo(f"schema version {version} at {out.safe_url(app.url)}")
 
 
 @command(cli, "worker", log_format=True)
@@ -185,17 +185,31 @@ def migrate() -> None:
 @click.option("--queues", "-Q", "queues", default=None, metavar="SPEC",
               help="Queues with weights (critical:3,default:1) or an order with --strict.")
 @click.option("--strict", is_flag=True, help="Take queues strictly in the order given.")
-def worker(processes: int, concurrency: int, queues: str | None, strict: bool) -> NoReturn:
+@click.option("--health-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Serve /livez and /readyz on this port.")
+@click.option("--health-host", default=None, metavar="HOST",
+              help="Address for --health-port (default: all interfaces).")
+def worker(
+    processes: int, concurrency: int, queues: str | None, strict: bool,
+    health_port: int | None, health_host: str | None,
+) -> NoReturn:
     """Run workers until SIGTERM / SIGINT (creates the schema on an empty store)."""
     from . import logs
 
     s = state()
     app = s.app()
     spec = QueueSpec.parse(queues, strict=strict)
+    if health_host is not None and health_port is None:
+        raise click.UsageError("--health-host goes with --health-port")
+    health: dict[str, Any] = {} if health_port is None else {"health_port": health_port}
+    if health_host is not None:
+        health["health_host"] = health_host
     logs.configure(s.log_format or app.settings.log_format, app.settings.log_level)
     from .supervisor import Supervisor
 
-    supervisor = Supervisor(app, processes=processes, concurrency=concurrency, queues=spec)
+    supervisor = Supervisor(
+        app, processes=processes, concurrency=concurrency, queues=spec, **health
+    )
     click.get_current_context().exit(supervisor.run())
 
 
@@ -465,19 +479,6 @@ def demo(duration: float, keep_running: bool) -> NoReturn:
 
 
 # --- entry point ----------------------------------------------------------------------------
-def _safe_url(url: str) -> str:
-    """The URL with any password hidden."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def exit_code(error: ConveyorError) -> int:
     return NOT_APPLICABLE if isinstance(error, _STATE_ERRORS) else BAD_INPUT
 
@@ -488,13 +489,13 @@ def main(argv: list[str] | None = None) -> int:
         rv = cli.main(argv, prog_name="conveyor", standalone_mode=False)
     except click.UsageError as e:
         hint = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
-        click.echo(f"error: {_one_line(e.format_message())}{hint}", err=True)
+        click.echo(f"error: {out.one_line(e.format_message())}{hint}", err=True)
         return e.exit_code
     except click.ClickException as e:
-        click.echo(f"error: {_one_line(e.format_message())}", err=True)
+        click.echo(f"error: {out.one_line(e.format_message())}", err=True)
         return e.code if isinstance(e, Failure) else e.exit_code
     except ConveyorError as e:
-        click.echo(f"error: {_one_line(str(e))}", err=True)
+        click.echo(f"error: {out.one_line(str(e))}", err=True)
         return exit_code(e)
     except click.Abort:
         click.echo("aborted", err=True)

@@ -44,6 +44,19 @@ def print_json(data: Any) -> None:
 
 
 # --- plain values ---------------------------------------------------------------------------
+def safe_url(url: str) -> str:
+    """The URL with any password hidden."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 def age(seconds: float | None) -> str:
     """``0.4s``, ``12s``, ``3m 04s``, ``2h 05m``, ``3d 4h``."""
     if seconds is None:

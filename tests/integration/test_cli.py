@@ -11,9 +11,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -489,6 +491,32 @@ def test_worker_runs_jobs_and_shows_in_status(project: Project) -> None:
     assert out == ""
     first = err.strip().splitlines()[0]
     assert json.loads(first)["event"]  # --log-format json: every log line is a JSON object
+
+
+def test_worker_health_port_answers_livez(project: Project) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "-A", "cliapp:app", "worker", "--health-port",
+         str(port), "--health-host", "127.0.0.1"],
+        cwd=project.root, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )
+
+    def livez() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2) as answer:
+                return dict(json.load(answer))
+        except OSError:
+            return None
+
+    try:
+        assert wait_until(livez, 30, "/livez")["ok"] is True
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
 
 
 def test_demo_runs_the_examples_and_stops_its_worker(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conveyor import ConfigurationError, Conveyor
-from conveyor.cli import _safe_url, cli, load_app, main
-from conveyor.cli_output import age
+from conveyor.cli import cli, load_app, main
+from conveyor.cli_output import age, safe_url
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ from conveyor.cli_output import age
     ],
 )
 def test_printed_urls_never_show_a_password(url: str, shown: str) -> None:
-    assert _safe_url(url) == shown
+    assert safe_url(url) == shown
 
 
 @pytest.mark.parametrize(
