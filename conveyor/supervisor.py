@@ -22,6 +22,7 @@ from . import executor
 from .clock import utcnow
 from .context import JobContext
 from .errors import ConveyorError, JobCancelled, JobTimeout, StoreError, StoreUnavailable
+from .health import HealthServer
 from .maintenance import Duty, Maintenance
 from .models import JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
 from .queues import QueueSpec
@@ -47,7 +48,8 @@ class Child:
 class Supervisor:
     def __init__(
         self, app: Conveyor, *, processes: int = 1, concurrency: int = 10,
-        queues: QueueSpec | None = None,
+        queues: QueueSpec | None = None, health_port: int | None = None,
+        health_host: str = "0.0.0.0",
     ) -> None:
         if processes < 1 or concurrency < 1:
             raise ValueError("processes and concurrency must be >= 1")
@@ -64,6 +66,10 @@ class Supervisor:
         self._crashes: dict[int, int] = {}  # slot -> consecutive quick deaths
         self._restart_at: dict[int, float] = {}
         self._watchdog = Duty(every=0.25)
+        self._store_ok = False
+        self.health: HealthServer | None = None
+        if health_port is not None:
+            self.health = HealthServer(health_host, health_port, live=self._live, ready=self._ready)
         self._orphans: dict[str, str] = {}  # worker id -> why it died, until its jobs are rescued
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -83,10 +89,12 @@ class Supervisor:
             self._respawn_due()
             try:
                 self._duties()
+                self._store_ok = True
                 beat.ok()
             except StoreError as e:
-                time.sleep(beat.failed(e))
-            time.sleep(TICK)
+                self._store_ok = False
+                self._sleep(beat.failed(e))
+            self._sleep(TICK)
         self._stop_children()
         self._cleanup()
         return 0
@@ -99,8 +107,29 @@ class Supervisor:
                 outage.ok()
                 return True
             except StoreUnavailable as e:
-                time.sleep(outage.failed(e))
+                self._sleep(outage.failed(e))
         return False
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, answering health probes meanwhile."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.health is not None:
+                self.health.poll()
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping:
+                return
+            time.sleep(min(left, TICK))
+
+    def _live(self) -> tuple[bool, dict[str, Any]]:
+        return True, {"supervisor": self.id, "workers": len(self.children)}
+
+    def _ready(self) -> tuple[bool, dict[str, Any]]:
+        full = len(self.children) == self.processes
+        ok = self._store_ok and full and not self._stopping
+        return ok, {"store": "ok" if self._store_ok else "unavailable",
+                    "workers": len(self.children), "expected_workers": self.processes,
+                    "stopping": self._stopping}
 
     def _register(self) -> None:
         now = utcnow()
@@ -272,11 +301,15 @@ class Supervisor:
         except StoreError as e:
             log.warning("could not deregister supervisor", extra={"error": str(e)})
         self.app.close()
+        if self.health is not None:
+            self.health.close()
         log.info("supervisor stopped", extra={"supervisor": self.id})
 
 
 def _child_main(app: Conveyor, worker_id: str, parent: Supervisor) -> int:
     _inherited.append(app._store)  # never touch or close the parent's connections
+    if parent.health is not None:
+        parent.health.server.socket.close()  # the probe port is the supervisor's alone
     app.use_store(None)
     worker = Worker(app, worker_id=worker_id, queues=parent.queues,
                     concurrency=parent.concurrency, supervisor_id=parent.id)
