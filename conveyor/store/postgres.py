@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import select
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -48,6 +50,7 @@ CHANNEL = "conveyor_jobs"
 CONNECT_TIMEOUT = 5  # seconds libpq waits for a server to answer
 GETCONN_TIMEOUT = 5.0  # seconds a call waits for a pooled connection before StoreUnavailable
 POOL_MIN, POOL_MAX = 1, 10
+IDLE_CHECK_AFTER = 2.0  # seconds unused after which a pooled connection is tested before use
 PRUNE_BATCH = 5000
 
 # the store's clock: the caller's frozen time if given, else the database's
@@ -97,6 +100,29 @@ WITH input AS (
 )
 SELECT id, {_wake_if_ready("inserted")} FROM inserted ORDER BY id
 """
+
+INSERT_ONE = f"""
+WITH inserted AS (
+    INSERT INTO conveyor_jobs (name, queue, priority, state, args, kwargs, max_attempts,
+                               timeout, run_at, created_at, unique_key, concurrency_key)
+    VALUES (%(name)s, %(queue)s, %(priority)s,
+            CASE WHEN %(run_at)s::timestamptz IS NULL OR %(run_at)s::timestamptz <= {NOW}
+                 THEN 'ready' ELSE 'scheduled' END,
+            %(args)s, %(kwargs)s, %(max_attempts)s, %(timeout)s,
+            COALESCE(%(run_at)s::timestamptz, {NOW}), {NOW}, %(unique_key)s, %(concurrency_key)s)
+    RETURNING id, state
+)
+SELECT id, {_wake_if_ready("inserted")} FROM inserted
+"""
+COPY_THRESHOLD = 64  # from this many jobs on, COPY beats one multi-row INSERT
+NEXT_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('conveyor_jobs', 'id')), COALESCE(%s::timestamptz, now())"
+    " FROM generate_series(1, %s)"
+)
+COPY_JOBS = (
+    "COPY conveyor_jobs (id, name, queue, priority, state, args, kwargs, max_attempts, timeout,"
+    " run_at, created_at, unique_key, concurrency_key) FROM STDIN"
+)
 
 CLAIM = f"""
 UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = %(worker)s,
@@ -363,6 +389,7 @@ class PostgresStore:
         self._listen_lock = threading.Lock()
         self._leaders: dict[tuple[str, str], tuple[Conn, bool]] = {}
         self._leader_lock = threading.Lock()
+        self._last_used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
 
     # --- connections and errors ------------------------------------------------------------
     def _unavailable(self, error: BaseException) -> StoreUnavailable:
@@ -403,12 +430,23 @@ class PostgresStore:
                 pool: ConnectionPool[Conn] = ConnectionPool(
                     self._conninfo, min_size=POOL_MIN, max_size=POOL_MAX, open=False,
                     timeout=GETCONN_TIMEOUT, kwargs={"autocommit": True},
-                    check=ConnectionPool.check_connection, name="conveyor",
+                    check=self._check_if_idle, reset=self._mark_used, name="conveyor",
                 )
-                # check: a connection the server dropped is replaced instead of failing a call
                 pool.open(wait=False)
                 self._pool = pool
             return self._pool
+
+    def _mark_used(self, conn: Conn) -> None:
+        self._last_used[conn] = time.monotonic()
+
+    def _check_if_idle(self, conn: Conn) -> None:
+        """Test a pooled connection (one round trip) before use when it may be dead, so it is
+        replaced rather than failing a call: when it has been idle a while, or when its socket
+        is readable although no query is in flight (the server said goodbye or closed it).
+        A healthy connection in steady use costs a zero-timeout select(), not a round trip."""
+        idle = time.monotonic() - self._last_used.get(conn, 0.0) > IDLE_CHECK_AFTER
+        if idle or select.select([conn.fileno()], [], [], 0)[0]:
+            ConnectionPool.check_connection(conn)
 
     @contextmanager
     def _connect(self) -> Iterator[Conn]:
@@ -483,6 +521,30 @@ class PostgresStore:
             )
         if not jobs:
             return []
+        if connection is not None:  # the caller's transaction: theirs to commit or roll back
+            with self._errors():
+                return self._insert(connection, jobs, now)
+        if len(jobs) < COPY_THRESHOLD:  # one statement: autocommit is its transaction
+            with self._connect() as conn:
+                return self._insert(conn, jobs, now)
+        with self._tx() as conn:
+            return self._insert(conn, jobs, now)
+
+    @staticmethod
+    def _insert(conn: Conn, jobs: Sequence[NewJob], now: datetime | None) -> list[int]:
+        if len(jobs) == 1:
+            j = jobs[0]
+            params: dict[str, Any] = {
+                "now": now, "name": j.name, "queue": j.queue, "priority": int(j.priority),
+                "args": j.args, "kwargs": j.kwargs, "max_attempts": int(j.max_attempts),
+                "timeout": j.timeout, "run_at": j.run_at, "unique_key": j.unique_key,
+                "concurrency_key": j.concurrency_key,
+            }
+            row = conn.execute(INSERT_ONE, params).fetchone()
+            assert row is not None
+            return [row[0]]
+        if len(jobs) >= COPY_THRESHOLD:
+            return PostgresStore._copy(conn, jobs, now)
         params = {
             "now": now,
             "name": [j.name for j in jobs], "queue": [j.queue for j in jobs],
@@ -493,10 +555,27 @@ class PostgresStore:
             "run_at": [j.run_at for j in jobs], "unique_key": [j.unique_key for j in jobs],
             "concurrency_key": [j.concurrency_key for j in jobs],
         }
-        if connection is not None:  # the caller's transaction: theirs to commit or roll back
-            with self._errors():
-                return [r[0] for r in connection.execute(INSERT_JOBS, params).fetchall()]
-        return [r[0] for r in self._rows(INSERT_JOBS, params)]
+        return [r[0] for r in conn.execute(INSERT_JOBS, params).fetchall()]
+
+    @staticmethod
+    def _copy(conn: Conn, jobs: Sequence[NewJob], now: datetime | None) -> list[int]:
+        """Many jobs: draw their ids first (in order), then stream the rows with COPY."""
+        drawn = conn.execute(NEXT_IDS, (now, len(jobs))).fetchall()
+        ids = sorted(r[0] for r in drawn)
+        at = drawn[0][1]
+        ready = False
+        with conn.cursor().copy(COPY_JOBS) as copy:
+            for job_id, j in zip(ids, jobs, strict=True):
+                state = "ready" if j.run_at is None or j.run_at <= at else "scheduled"
+                ready = ready or state == "ready"
+                copy.write_row((
+                    job_id, j.name, j.queue, int(j.priority), state, j.args, j.kwargs,
+                    int(j.max_attempts), j.timeout, j.run_at or at, at, j.unique_key,
+                    j.concurrency_key,
+                ))
+        if ready:
+            conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+        return ids
 
     def job_get(self, job_id: int) -> JobRecord | None:
         rows = self._rows(f"SELECT {c.JOB_COLUMNS} FROM conveyor_jobs WHERE id = %s", (job_id,))
