@@ -64,10 +64,11 @@ class _Enqueuer(Generic[P, R]):
 
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> PreparedJob:
         d = self._definition
-        try:
-            d.signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TypeError(f"{d.name}: {e}") from None
+        if kwargs or d.arity is None or not d.arity[0] <= len(args) <= d.arity[1]:
+            try:  # the fast path above covers plain positional calls that obviously fit
+                d.signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"{d.name}: {e}") from None
         o = self._options
         new = NewJob(
             name=d.name, args=serialization.encode_args(args),
@@ -115,6 +116,7 @@ class JobDefinition(_Enqueuer[P, R]):
         self.retry = retry or NO_RETRY
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
+        self.arity = _positional_arity(self.signature)
         self._definition = self
         self._options = JobOptions(
             queue=_check_queue(queue), priority=int(priority),
@@ -178,6 +180,16 @@ class Registry:
             if found is not None:
                 return found
         raise UnknownJob(f"no job named {name!r} is registered with this app")
+
+
+def _positional_arity(signature: inspect.Signature) -> tuple[int, int] | None:
+    """(fewest, most) positional arguments when the signature has nothing but plain positional
+    parameters; None when only ``Signature.bind`` can tell."""
+    params = list(signature.parameters.values())
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not all(p.kind in plain for p in params):
+        return None
+    return sum(p.default is inspect.Parameter.empty for p in params), len(params)
 
 
 def _seconds(value: float | timedelta) -> float:

@@ -91,7 +91,9 @@ def loads(text: str | None) -> Any:
 
 
 def encode_args(args: tuple[Any, ...] | list[Any]) -> str:
-    if _is_flat_plain(args):  # the common case: ids and strings
+    if all(type(a) is int for a in args):  # the commonest case, ids: no encoder needed
+        return "[" + ",".join(map(str, args)) + "]"
+    if _is_flat_plain(args):  # ids and strings
         return json.dumps(list(args), separators=(",", ":"), ensure_ascii=False)
     return dumps(list(args), path="args")
 
