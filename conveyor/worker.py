@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 _FLUSH = object()
+BATCH_WAIT = 0.002  # seconds a busy worker may wait to claim a bigger batch
+COMPLETER_GRACE = 0.02  # seconds an outcome waits to ride along with a claim before its own write
 
 
 class Outage:
@@ -63,6 +65,7 @@ class Worker:
         self.id = worker_id
         self.queues = queues or QueueSpec()
         self._order = self.queues.selector()
+        self._batch = max(1, concurrency // 2)
         self.concurrency = concurrency
         self.supervisor_id = supervisor_id
         self.parent_pid = os.getppid()
@@ -126,7 +129,7 @@ class Worker:
             if self._orphaned():
                 break
             self._slot_freed.clear()
-            free = self.concurrency - self.busy
+            free = self._free_slots()
             if free <= 0:
                 self._slot_freed.wait(poll)
                 continue
@@ -141,13 +144,56 @@ class Worker:
             for job in jobs:
                 self._start(job)
 
+    def _free_slots(self) -> int:
+        """Free slots to claim for. While jobs are in flight, wait a moment (BATCH_WAIT) for half
+        the slots to come free: a claim is a commit, and one commit for many jobs is what lets
+        short jobs drain fast. An idle worker claims at once."""
+        free = self.concurrency - self.busy
+        deadline = time.monotonic() + BATCH_WAIT
+        while 0 < free < self._batch and free < self.concurrency:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._slot_freed.wait(left)
+            self._slot_freed.clear()
+            free = self.concurrency - self.busy
+        return free
+
     def _claim(self, free: int) -> list[JobRecord]:
+        """Claim for the free slots, queue by queue; outcomes waiting to be written ride along
+        with the first claim, in the same commit."""
+        pending = self._take_outcomes()
         claimed: list[JobRecord] = []
         for name in self._order.next():
-            claimed += self.app.store.job_claim(self.id, name, free - len(claimed))
+            if pending:
+                try:
+                    accepted, got = self.app.store.job_finish_and_claim(
+                        pending, self.id, name, free - len(claimed))
+                except StoreError:
+                    for outcome in pending:  # the completer keeps them until the store is back
+                        self._outcomes.put(outcome)
+                    raise
+                _log_rejected(pending, accepted)
+                pending = []
+            else:
+                got = self.app.store.job_claim(self.id, name, free - len(claimed))
+            claimed += got
             if len(claimed) >= free:
                 break
         return claimed
+
+    def _take_outcomes(self) -> list[JobOutcome]:
+        taken: list[JobOutcome] = []
+        while len(taken) < 1000:
+            try:
+                item = self._outcomes.get_nowait()
+            except queue.Empty:
+                break
+            if item is _FLUSH:  # not ours to consume: the completer stops on it
+                self._outcomes.put(item)
+                break
+            taken.append(item)  # type: ignore[arg-type]
+        return taken
 
     def _start(self, job: JobRecord) -> None:
         call = executor.prepare(self.app, job, self.id)
@@ -190,7 +236,8 @@ class Worker:
 
     # --- background threads ---------------------------------------------------------------
     def _complete_loop(self) -> None:
-        """Write outcomes in batches; during a store outage keep them and retry."""
+        """Write outcomes the claim loop did not carry with a claim, in batches; during a store
+        outage keep them and retry."""
         outage = Outage("recording results")
         pending: list[JobOutcome] = []
         stopping = False
@@ -200,7 +247,10 @@ class Worker:
                 if item is _FLUSH:
                     stopping = True
                     continue
-                pending.append(item)  # type: ignore[arg-type]
+                # a busy claim loop writes outcomes with its next claim, in the same commit;
+                # give it that chance, and write here only what it left (an idle worker's)
+                self._outcomes.put(item)
+                self._stop.wait(COMPLETER_GRACE)
             while len(pending) < 1000:
                 try:
                     item = self._outcomes.get_nowait()
@@ -210,6 +260,8 @@ class Worker:
                     stopping = True
                 else:
                     pending.append(item)  # type: ignore[arg-type]
+            if not pending:
+                continue
             try:
                 accepted = self.app.store.job_finish_many(pending)
                 outage.ok()
@@ -218,10 +270,7 @@ class Worker:
                     return
                 time.sleep(outage.failed(e))
                 continue
-            for outcome, ok in zip(pending, accepted, strict=True):
-                if not ok:
-                    log.warning("result discarded: the job was taken back from this worker",
-                                extra={"job_id": outcome.job_id, "attempt": outcome.attempt})
+            _log_rejected(pending, accepted)
             pending = []
 
     def _heartbeat_loop(self) -> None:
@@ -280,3 +329,10 @@ class Worker:
                               extra={"worker": self.id, "error": str(e)})
                     return
                 time.sleep(outage.failed(e))
+
+
+def _log_rejected(outcomes: list[JobOutcome], accepted: list[bool]) -> None:
+    for outcome, ok in zip(outcomes, accepted, strict=True):
+        if not ok:
+            log.warning("result discarded: the job was taken back from this worker",
+                        extra={"job_id": outcome.job_id, "attempt": outcome.attempt})

@@ -74,6 +74,13 @@ class Store(Protocol):
     ) -> list[bool]:
         """Record how attempts ended. A stale lease is rejected (False) and changes nothing."""
 
+    def job_finish_and_claim(
+        self, outcomes: Sequence[JobOutcome], worker_id: str, queue: str, limit: int,
+        *, now: datetime | None = None,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """``job_finish_many`` then ``job_claim`` in one transaction: one commit where a busy
+        worker would otherwise spend two."""
+
     def job_release(
         self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,
         now: datetime | None = None,

@@ -135,17 +135,14 @@ WHERE id IN (
 RETURNING {c.JOB_COLUMNS}
 """
 
+# outcomes arrive as one JSON array (encoded in C on both ends; psycopg dumps arrays in Python)
 FINISH = f"""
 WITH o AS (
-    SELECT * FROM unnest(
-        %(job_id)s::bigint[], %(lease)s::text[], %(attempt)s::int[], %(worker_id)s::text[],
-        %(started_at)s::timestamptz[], %(state)s::text[], %(outcome)s::text[],
-        %(result)s::text[], %(error)s::text[], %(error_class)s::text[],
-        %(error_message)s::text[], %(traceback)s::text[], %(retry_at)s::timestamptz[],
-        %(finished_at)s::timestamptz[]
-    ) WITH ORDINALITY AS t(job_id, lease, attempt, worker_id, started_at, state, outcome,
-                           result, error, error_class, error_message, traceback, retry_at,
-                           finished_at, ord)
+    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS t(
+        ord int, job_id bigint, lease text, attempt int, worker_id text,
+        started_at timestamptz, state text, outcome text, result text, error text,
+        error_class text, error_message text, traceback text, retry_at timestamptz,
+        finished_at timestamptz)
 ), done AS (
     UPDATE conveyor_jobs j SET state = o.state, result = o.result, error = o.error,
         lease = NULL, heartbeat_at = NULL, lost_count = 0,
@@ -162,6 +159,17 @@ WITH o AS (
 )
 SELECT ord FROM done
 """
+
+# finish then claim in ONE statement (one round trip, one commit): the CTEs touch disjoint rows,
+# running ones fenced by lease for the outcomes, ready ones for the claim
+FINISH_AND_CLAIM = (
+    FINISH.replace("SELECT ord FROM done", "")
+    + CLAIM.replace("UPDATE conveyor_jobs SET", ", claimed AS (UPDATE conveyor_jobs SET", 1)
+    + """)
+SELECT acc.accepted, claimed.* FROM (SELECT array_agg(ord) AS accepted FROM done) AS acc
+LEFT JOIN claimed ON true
+"""
+)
 
 RELEASE = f"""
 WITH given AS (
@@ -358,6 +366,39 @@ def _reason(error: BaseException) -> str:
     text = re.sub(r"^connection (failed|is bad):\s*", "", text)
     text = re.sub(r"^connection to server (at|on) .*? failed:\s*", "", text)
     return re.sub(r"^FATAL:\s*", "", text)
+
+
+def _claim_params(worker_id: str, queue: str, limit: int, now: datetime | None) -> dict[str, Any]:
+    return {"now": now, "worker": worker_id, "lease": uuid.uuid4().hex[:16], "queue": queue,
+            "limit": limit}
+
+
+def _claimed(rows: list[Any]) -> list[JobRecord]:
+    jobs = [c.job_from_row(r, _dt) for r in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.id))
+    return jobs
+
+
+def _finish_params(outcomes: Sequence[JobOutcome], now: datetime | None) -> dict[str, Any]:
+    rows = [
+        {"ord": i, "job_id": o.job_id, "lease": o.lease, "attempt": o.attempt,
+         "worker_id": o.worker_id, "started_at": _iso(o.started_at), "state": str(o.state),
+         "outcome": str(o.outcome), "result": o.result, "error": o.error_summary,
+         "error_class": o.error_class, "error_message": o.error_message,
+         "traceback": o.traceback, "retry_at": _iso(o.retry_at),
+         "finished_at": _iso(o.finished_at)}
+        for i, o in enumerate(outcomes, 1)
+    ]
+    return {"now": now, "outcomes": json.dumps(rows)}
+
+
+def _accepted(outcomes: Sequence[JobOutcome], rows: list[Any]) -> list[bool]:
+    accepted = {r[0] for r in rows}
+    return [i + 1 in accepted for i in range(len(outcomes))]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _dt(value: datetime | None) -> datetime | None:
@@ -609,31 +650,24 @@ class PostgresStore:
     def job_claim(
         self, worker_id: str, queue: str, limit: int, *, now: datetime | None = None
     ) -> list[JobRecord]:
-        params = {
-            "now": now, "worker": worker_id, "lease": uuid.uuid4().hex[:16], "queue": queue,
-            "limit": limit,
-        }
-        jobs = [c.job_from_row(r, _dt) for r in self._rows(CLAIM, params)]
-        jobs.sort(key=lambda j: (-j.priority, j.id))
-        return jobs
+        return _claimed(self._rows(CLAIM, _claim_params(worker_id, queue, limit, now)))
 
     def job_finish_many(
         self, outcomes: Sequence[JobOutcome], *, now: datetime | None = None
     ) -> list[bool]:
         if not outcomes:
             return []
-        columns = (
-            "job_id", "lease", "attempt", "worker_id", "started_at", "result", "error_class",
-            "error_message", "traceback", "retry_at", "finished_at",
-        )
-        params: dict[str, Any] = {col: [getattr(o, col) for o in outcomes] for col in columns}
-        params.update(
-            now=now, state=[str(o.state) for o in outcomes],
-            outcome=[str(o.outcome) for o in outcomes],
-            error=[o.error_summary for o in outcomes],
-        )
-        accepted = {r[0] for r in self._rows(FINISH, params)}
-        return [i + 1 in accepted for i in range(len(outcomes))]
+        return _accepted(outcomes, self._rows(FINISH, _finish_params(outcomes, now)))
+
+    def job_finish_and_claim(
+        self, outcomes: Sequence[JobOutcome], worker_id: str, queue: str, limit: int,
+        *, now: datetime | None = None,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        params = {**_finish_params(outcomes, now), **_claim_params(worker_id, queue, limit, now)}
+        rows = self._rows(FINISH_AND_CLAIM, params)
+        accepted = set(rows[0][0] or ())
+        claimed = [r[1:] for r in rows if r[1] is not None]
+        return [i + 1 in accepted for i in range(len(outcomes))], _claimed(claimed)
 
     def job_release(
         self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,

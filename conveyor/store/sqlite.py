@@ -92,6 +92,53 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+CLAIM = (
+    "UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = ?,"
+    " lease = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL, progress = NULL,"
+    " progress_message = NULL"
+    " WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'ready' AND queue = ?"
+    "   ORDER BY priority DESC, id LIMIT ?)"
+    " AND NOT EXISTS (SELECT 1 FROM conveyor_queues WHERE name = ? AND paused = 1)"
+    f" RETURNING {c.JOB_COLUMNS}"
+)
+FINISH = (
+    "UPDATE conveyor_jobs SET state = ?, result = ?, error = ?, lease = NULL,"
+    " heartbeat_at = NULL, lost_count = 0, finished_at = ?, run_at = COALESCE(?, run_at)"
+    " WHERE id = ? AND lease = ? AND state = 'running'"
+)
+RECORD_ATTEMPT = (
+    f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _claim(
+    conn: sqlite3.Connection, worker_id: str, queue: str, limit: int, at: float
+) -> list[JobRecord]:
+    lease = uuid.uuid4().hex[:16]
+    rows = conn.execute(CLAIM, (worker_id, lease, at, at, queue, limit, queue)).fetchall()
+    jobs = [c.job_from_row(r, _dt) for r in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.id))
+    return jobs
+
+
+def _finish(conn: sqlite3.Connection, outcomes: Sequence[JobOutcome], at: float) -> list[bool]:
+    accepted = []
+    for o in outcomes:
+        finished = _ts(o.finished_at) or at
+        cur = conn.execute(FINISH, (
+            str(o.state), o.result, o.error_summary,
+            finished if o.state.finished else None, _ts(o.retry_at), o.job_id, o.lease,
+        ))
+        ok = cur.rowcount == 1
+        if ok:
+            conn.execute(RECORD_ATTEMPT, (
+                o.job_id, o.attempt, o.worker_id, o.started_at.timestamp(), finished,
+                str(o.outcome), o.error_class, o.error_message, o.traceback,
+            ))
+        accepted.append(ok)
+    return accepted
+
+
 class SQLiteStore:
     capabilities = Capabilities(transactional_enqueue=True)
 
@@ -305,59 +352,27 @@ class SQLiteStore:
         self, worker_id: str, queue: str, limit: int, *, now: datetime | None = None
     ) -> list[JobRecord]:
         at = self._now(now)
-        lease = uuid.uuid4().hex[:16]
-        sql = (
-            "UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = ?,"
-            " lease = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL, progress = NULL,"
-            " progress_message = NULL"
-            " WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'ready' AND queue = ?"
-            "   ORDER BY priority DESC, id LIMIT ?)"
-            " AND NOT EXISTS (SELECT 1 FROM conveyor_queues WHERE name = ? AND paused = 1)"
-            f" RETURNING {c.JOB_COLUMNS}"
-        )
         # a lock-free look first: idle workers polling an empty queue never take the write lock
         if not self._read(
             "SELECT 1 FROM conveyor_jobs WHERE state = 'ready' AND queue = ? LIMIT 1", (queue,)
         ):
             return []
-        rows = self._write(
-            lambda conn: conn.execute(sql, (worker_id, lease, at, at, queue, limit, queue)).fetchall()
-        )
-        jobs = [c.job_from_row(r, _dt) for r in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.id))
-        return jobs
+        return self._write(lambda conn: _claim(conn, worker_id, queue, limit, at))
 
     def job_finish_many(
         self, outcomes: Sequence[JobOutcome], *, now: datetime | None = None
     ) -> list[bool]:
         at = self._now(now)
-        update = (
-            "UPDATE conveyor_jobs SET state = ?, result = ?, error = ?, lease = NULL,"
-            " heartbeat_at = NULL, lost_count = 0, finished_at = ?, run_at = COALESCE(?, run_at)"
-            " WHERE id = ? AND lease = ? AND state = 'running'"
-        )
-        insert = (
-            f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
+        return self._write(lambda conn: _finish(conn, outcomes, at))
 
-        def run(conn: sqlite3.Connection) -> list[bool]:
-            accepted = []
-            for o in outcomes:
-                finished = _ts(o.finished_at) or at
-                cur = conn.execute(update, (
-                    str(o.state), o.result, o.error_summary,
-                    finished if o.state.finished else None, _ts(o.retry_at), o.job_id, o.lease,
-                ))
-                ok = cur.rowcount == 1
-                if ok:
-                    conn.execute(insert, (
-                        o.job_id, o.attempt, o.worker_id, o.started_at.timestamp(), finished,
-                        str(o.outcome), o.error_class, o.error_message, o.traceback,
-                    ))
-                accepted.append(ok)
-            return accepted
-
-        return self._write(run)
+    def job_finish_and_claim(
+        self, outcomes: Sequence[JobOutcome], worker_id: str, queue: str, limit: int,
+        *, now: datetime | None = None,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        at = self._now(now)
+        return self._write(lambda conn: (
+            _finish(conn, outcomes, at), _claim(conn, worker_id, queue, limit, at)
+        ))
 
     def job_release(
         self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,23 @@ def test_release_of_a_job_whose_cancel_was_requested_cancels_it(store: Store) ->
     assert store.job_release([(job.id, job.lease or "")], now=at(2)) == 1
     after = get(store, job.id)
     assert (after.state, after.finished_at) == (JobState.CANCELLED, at(2))
+
+
+def test_finish_and_claim_records_outcomes_and_claims_in_one_call(store: Store) -> None:
+    done_id, stale_id, next_id, later_id = insert(store, NewJob("a"), NewJob("b"), NewJob("c"),
+                                                  NewJob("d"))
+    first, second = store.job_claim("w1", "default", 2, now=at(1))
+    good = outcome(first, JobState.SUCCEEDED, AttemptOutcome.SUCCEEDED, result="1")
+    stale = replace(outcome(second, JobState.SUCCEEDED, AttemptOutcome.SUCCEEDED), lease="old")
+    accepted, claimed = store.job_finish_and_claim([good, stale], "w1", "default", 1, now=at(2))
+    assert accepted == [True, False]
+    assert [j.id for j in claimed] == [next_id] and claimed[0].state is JobState.RUNNING
+    assert get(store, done_id).state is JobState.SUCCEEDED
+    assert get(store, stale_id).state is JobState.RUNNING, "a stale lease changes nothing"
+    assert [a.outcome for a in store.job_attempts(done_id)] == [AttemptOutcome.SUCCEEDED]
+    accepted, claimed = store.job_finish_and_claim([], "w1", "nowhere", 5, now=at(3))
+    assert (accepted, claimed) == ([], [])
+    assert get(store, later_id).state is JobState.READY
 
 
 def test_release_records_the_reason_given(store: Store) -> None:
