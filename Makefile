@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 PG_URL := $(or $(CONVEYOR_TEST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test bench lint clean
+.PHONY: help venv demo test bench chaos lint clean
 
 help:
 	@echo "make demo    create .venv if needed, then run a worker and example jobs on SQLite (~10 s)"
 	@echo "make test    create .venv if needed, then run the whole suite on SQLite and PostgreSQL"
 	@echo "make bench   enqueue/drain/wake-up numbers on each store"
+	@echo "make chaos   20,000 jobs on each store while workers are SIGKILLed: lost must be 0"
 	@echo "make lint    ruff and mypy"
 	@echo "make clean   remove .venv, caches and demo files"
 
@@ -55,6 +56,10 @@ test: venv
 bench: venv
 	@if [ -f bench/__main__.py ]; then $(BIN)/python -m bench; \
 	else echo "make bench: no benchmarks yet (bench/__main__.py is missing)"; fi
+
+chaos: venv
+	$(BIN)/python -m bench.chaos --store sqlite --jobs 20000
+	$(BIN)/python -m bench.chaos --store postgres --jobs 20000
 
 lint: venv
 	$(BIN)/ruff check .
