@@ -13,8 +13,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -111,6 +111,18 @@ RECORD_ATTEMPT = (
 )
 
 
+def _immediate(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn`` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it raises)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return out
+
+
 def _claim(
     conn: sqlite3.Connection, worker_id: str, queue: str, limit: int, at: float
 ) -> list[JobRecord]:
@@ -204,34 +216,11 @@ class SQLiteStore:
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one immediate transaction, retried as a whole while the file is busy."""
         conn = self._conn()
-
-        def attempt() -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return out
-
-        return self._retry(attempt)
+        return self._retry(lambda: _immediate(conn, fn))
 
     def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         conn = self._conn()
         return self._retry(lambda: conn.execute(sql, params).fetchall())
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction on this thread's connection, for callers composing operations."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     @staticmethod
     def _now(now: datetime | None) -> float:
@@ -309,14 +298,7 @@ class SQLiteStore:
                 )
             if connection.in_transaction or connection.isolation_level is not None:
                 return run(connection)  # the caller's transaction (sqlite3 opens one implicitly)
-            connection.execute("BEGIN IMMEDIATE")  # an autocommit connection: our own transaction
-            try:
-                ids = run(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-            return ids
+            return _immediate(connection, run)  # an autocommit connection: our own transaction
         return self._write(run)
 
     def job_get(self, job_id: int) -> JobRecord | None:
