@@ -207,6 +207,17 @@ def postgres_version() -> str | None:
         return None
 
 
+def pg_setting(name: str) -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, connect_timeout=3) as conn:
+            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+            return str(row[0]) if row else "?"
+    except Exception:
+        return "?"
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -378,7 +389,8 @@ def main() -> None:
         from bench.peers.raw_stores import BATCHES, PG_CLIENTS
 
         for store, label, available in (
-            ("postgres", f"PostgreSQL {pg_version}: {PG_CLIENTS} psycopg clients, SKIP LOCKED", pg_version),
+            ("postgres", f"PostgreSQL {pg_version} (synchronous_commit {pg_setting('synchronous_commit')}): "
+                         f"{PG_CLIENTS} psycopg clients, SKIP LOCKED", pg_version),
             ("sqlite", f"SQLite {sqlite3_version()} WAL: 1 process, BEGIN IMMEDIATE", True),
         ):
             if not available:
@@ -437,8 +449,8 @@ def main() -> None:
             *raw_rows,
             "",
             "Claim = `UPDATE … WHERE id IN (SELECT … ORDER BY id LIMIT batch [FOR UPDATE SKIP LOCKED]) "
-            "RETURNING`, complete = a second `UPDATE … WHERE id = ANY(…)`; each its own transaction "
-            "(PostgreSQL: synchronous_commit as the server has it). No job system, no payload decoding: "
+            "RETURNING`, complete = a second `UPDATE … WHERE id = ANY(…)`; each its own transaction, "
+            "so batch 1 is two commits per row. No job system, no payload decoding: "
             "the ceiling a job system on that store works under.",
         ]
     if mem_rows:

@@ -5,7 +5,9 @@ PostgreSQL: 2 client processes (psycopg, autocommit), each looping
               WHERE state='ready' ORDER BY id LIMIT <batch> FOR UPDATE SKIP LOCKED) RETURNING id, arg
     complete: UPDATE jobs SET state='done', finished_at=now() WHERE id = ANY(<claimed ids>)
 SQLite (WAL, synchronous=NORMAL, as conveyor sets it): 1 process, the same two statements, each in
-its own BEGIN IMMEDIATE transaction (SQLite has one writer at a time anyway).
+its own BEGIN IMMEDIATE transaction (SQLite has one writer at a time anyway). The claim names the
+partial index: with statistics saying "every row is ready", SQLite's planner otherwise scans the
+table from the start, past every row already done, and the loop slows as it goes.
 n rows are inserted first (not timed); the figure is rows claimed and completed per second.
 """
 
@@ -77,7 +79,7 @@ CREATE TABLE jobs (id INTEGER PRIMARY KEY, arg INTEGER NOT NULL, state TEXT NOT 
 CREATE INDEX jobs_ready ON jobs (id) WHERE state = 'ready';
 """
 CLAIM_SQLITE = """UPDATE jobs SET state = 'running', claimed_at = julianday('now') WHERE id IN (
-    SELECT id FROM jobs WHERE state = 'ready' ORDER BY id LIMIT ?) RETURNING id, arg"""
+    SELECT id FROM jobs INDEXED BY jobs_ready WHERE state = 'ready' ORDER BY id LIMIT ?) RETURNING id, arg"""
 
 
 def sqlite(n: int, batch: int) -> float:
@@ -89,7 +91,6 @@ def sqlite(n: int, batch: int) -> float:
         conn.executescript(SCHEMA_SQLITE)
         conn.execute("WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < ?) "
                      "INSERT INTO jobs (arg) SELECT x FROM g", (n,))
-        conn.execute("ANALYZE")
         done = 0
         start = time.perf_counter()
         deadline = start + common.DRAIN_LIMIT
