@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.supervisor")
 LEADER = "maintenance"
 TICK = 0.1
+QUICK_DEATH = 1.0  # seconds: a child that dies younger than this counts towards a crash loop
 TIMEOUT_GRACE = 0.5  # an async job's own timeout fires first; a blocked one is stopped after this
 _inherited: list[Any] = []  # the parent's store objects, kept unclosed in a forked child
 
@@ -186,9 +187,11 @@ class Supervisor:
         how = _describe_exit(status)
         if self._stopping and os.waitstatus_to_exitcode(status) == 0:
             return
-        quick = time.monotonic() - child.started < 5
-        self._crashes[child.slot] = self._crashes.get(child.slot, 0) + 1 if quick else 0
-        delay = min(30.0, 0.5 * 2 ** self._crashes[child.slot]) if quick else 0.0
+        # only a child dying as it starts (a broken import, a bad setting) is a crash loop worth
+        # slowing down; one killed after it had been working is replaced at once
+        quick = time.monotonic() - child.started < QUICK_DEATH
+        crashes = self._crashes[child.slot] = self._crashes.get(child.slot, 0) + 1 if quick else 0
+        delay = min(10.0, 0.25 * 2 ** (crashes - 1)) if quick else 0.0
         self._restart_at[child.slot] = time.monotonic() + delay
         log.error("worker process died; restarting", extra={"pid": pid, "exit": how})
         self._orphans[child.worker_id] = f"worker process {pid} {how}"

@@ -145,3 +145,28 @@ def _children(pid: int) -> list[int]:
 
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def test_worker_children_killed_again_and_again_are_replaced_promptly(env: Env, app) -> None:
+    """Children that had been working when killed are no crash loop: no restart backoff."""
+    import os
+    import time
+
+    worker = env.worker("--processes", "2", "--concurrency", "2")
+    victims: list[int] = []
+
+    def fresh_pair() -> list[int]:
+        pids = _children(worker.pid)
+        return pids if len(pids) == 2 and not set(pids) & set(victims) else []
+
+    for _ in range(4):  # like an OOM killer striking every second or so
+        victims = wait_until(fresh_pair, 10, "two new worker children")
+        time.sleep(1.2)
+        for victim in victims:
+            os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(fresh_pair, 10, "both children back")
+    assert time.monotonic() - killed < 2, "replacements were held back by crash-loop backoff"
+    handles = app.app.enqueue_many([app.square.prepare(i) for i in range(20)])
+    assert all(h.wait(timeout=10) is JobState.SUCCEEDED for h in handles)
+    env.stop(worker)
