@@ -30,25 +30,10 @@ ARGS = [str(common.BIN / "celery"), "-A", "bench.peers.celery_bench", "worker", 
         "--loglevel", "WARNING"]
 
 
-def enqueue_one(n: int) -> float:
-    common.flush_redis()
-    return common.timed_enqueue(n, noop.delay)
-
-
 def _bulk(batch: range) -> None:
     group(noop.s(i) for i in batch).apply_async()
 
 
-def enqueue_bulk(n: int) -> float:
-    common.flush_redis()
-    return common.timed_batches(n, _bulk)
-
-
-def drain(n: int) -> float:
-    common.flush_redis()
-    return common.drain_with(n, lambda n: common.timed_batches(n, _bulk), ARGS)
-
-
-def latency(n: int) -> tuple[float, float, float]:
-    common.flush_redis()
-    return common.latency_with(n, noop.delay, ARGS)
+_peer = common.RedisPeer(noop.delay, _bulk, ARGS)
+enqueue_one, enqueue_bulk = _peer.enqueue_one, _peer.enqueue_bulk
+drain, latency = _peer.drain, _peer.latency

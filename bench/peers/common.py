@@ -318,3 +318,28 @@ async def timed_enqueue_async(n: int, enqueue: Callable[[int], Any], label: str 
             NOTES.append(f"{label}: stopped at the {ENQUEUE_LIMIT:.0f} s limit after {done:,} of {n:,} jobs")
             break
     return done / (time.perf_counter() - start)
+
+
+class RedisPeer:
+    """The four measurements for a Redis-backed peer that has one call to enqueue a job and one
+    to enqueue a batch; each starts from an empty Redis."""
+
+    def __init__(self, enqueue: Callable[[int], object], bulk: Callable[[range], object],
+                 args: list[str]) -> None:
+        self.enqueue, self.bulk, self.args = enqueue, bulk, args
+
+    def enqueue_one(self, n: int) -> float:
+        flush_redis()
+        return timed_enqueue(n, self.enqueue)
+
+    def enqueue_bulk(self, n: int) -> float:
+        flush_redis()
+        return timed_batches(n, self.bulk)
+
+    def drain(self, n: int) -> float:
+        flush_redis()
+        return drain_with(n, lambda n: timed_batches(n, self.bulk), self.args)
+
+    def latency(self, n: int) -> tuple[float, float, float]:
+        flush_redis()
+        return latency_with(n, self.enqueue, self.args)
