@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -22,6 +24,29 @@ ATTEMPT_COLUMNS = (
     " traceback"
 )
 FINISHED = ("succeeded", "dead", "cancelled")
+
+
+def attempts_query(param: str) -> str:
+    """Every attempt of one job (``param`` is the placeholder of its id, given three times):
+    the conveyor_attempts rows, then the successful attempt, which has no row of its own: the
+    job row itself records it (started_at, finished_at, worker_id, attempt). Rows written when
+    a success had its own row are not listed twice."""
+    return (
+        f"SELECT {ATTEMPT_COLUMNS} FROM (SELECT 0 AS k, id AS n, {ATTEMPT_COLUMNS}"
+        f" FROM conveyor_attempts WHERE job_id = {param}"
+        " UNION ALL SELECT 1, 0, id, attempt, worker_id, started_at, finished_at, 'succeeded',"
+        " NULL, NULL, NULL FROM conveyor_jobs"
+        f" WHERE id = {param} AND state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM"
+        f" conveyor_attempts WHERE job_id = {param} AND outcome = 'succeeded')) AS a ORDER BY k, n"
+    )
+_LEASE_PREFIX = os.urandom(6).hex()  # this import's; the pid tells forked children apart
+_lease_counter = itertools.count(1)
+
+
+def new_lease() -> str:
+    """A token unique to one claim, fencing every later write of that attempt. Unique without a
+    system call per claim: random per import, the process id, then a counter."""
+    return f"{_LEASE_PREFIX}{os.getpid():x}.{next(_lease_counter):x}"
 WAITING = ("scheduled", "ready", "failed", "blocked")
 
 

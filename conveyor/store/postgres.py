@@ -16,7 +16,6 @@ import re
 import select
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -135,27 +134,31 @@ WHERE id IN (
 RETURNING {c.JOB_COLUMNS}
 """
 
-# outcomes arrive as one JSON array (encoded in C on both ends; psycopg dumps arrays in Python)
+# Outcomes arrive as one JSON array (encoded in C on both ends; psycopg dumps arrays in Python),
+# their job ids also as an array literal, so the update finds its rows through the primary key.
+# A successful attempt is the job row itself (started_at, finished_at, worker_id, attempt): only
+# attempts that did not succeed get a conveyor_attempts row, with their error and traceback.
 FINISH = f"""
 WITH o AS (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS t(
-        ord int, job_id bigint, lease text, attempt int, worker_id text,
-        started_at timestamptz, state text, outcome text, result text, error text,
-        error_class text, error_message text, traceback text, retry_at timestamptz,
-        finished_at timestamptz)
+        ord int, job_id bigint, lease text, state text, outcome text, result text, error text,
+        error_class text, error_message text, traceback text, retry_at float8, finished_at float8)
 ), done AS (
     UPDATE conveyor_jobs j SET state = o.state, result = o.result, error = o.error,
         lease = NULL, heartbeat_at = NULL, lost_count = 0,
-        finished_at = CASE WHEN o.state IN {FINISHED_SQL} THEN COALESCE(o.finished_at, {NOW}) END,
-        run_at = COALESCE(o.retry_at, j.run_at)
+        finished_at = CASE WHEN o.state IN {FINISHED_SQL}
+                           THEN COALESCE(to_timestamp(o.finished_at), {NOW}) END,
+        run_at = COALESCE(to_timestamp(o.retry_at), j.run_at)
     FROM (SELECT DISTINCT ON (job_id, lease) * FROM o ORDER BY job_id, lease, ord) o
-    WHERE j.id = o.job_id AND j.lease = o.lease AND j.state = 'running'
-    RETURNING o.ord
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = o.job_id AND j.lease = o.lease
+      AND j.state = 'running'
+    RETURNING o.ord, j.attempt, j.worker_id, j.started_at
 ), recorded AS (
     INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})
-    SELECT job_id, attempt, worker_id, started_at, COALESCE(finished_at, {NOW}), outcome,
-           error_class, error_message, traceback
-    FROM o JOIN done USING (ord) ORDER BY ord
+    SELECT o.job_id, done.attempt, done.worker_id, done.started_at,
+           COALESCE(to_timestamp(o.finished_at), {NOW}), o.outcome,
+           o.error_class, o.error_message, o.traceback
+    FROM o JOIN done USING (ord) WHERE o.outcome <> 'succeeded' ORDER BY ord
 )
 SELECT ord FROM done
 """
@@ -170,6 +173,8 @@ SELECT acc.accepted, claimed.* FROM (SELECT array_agg(ord) AS accepted FROM done
 LEFT JOIN claimed ON true
 """
 )
+
+ATTEMPTS = c.attempts_query("%s")
 
 RELEASE = f"""
 WITH given AS (
@@ -369,7 +374,7 @@ def _reason(error: BaseException) -> str:
 
 
 def _claim_params(worker_id: str, queue: str, limit: int, now: datetime | None) -> dict[str, Any]:
-    return {"now": now, "worker": worker_id, "lease": uuid.uuid4().hex[:16], "queue": queue,
+    return {"now": now, "worker": worker_id, "lease": c.new_lease(), "queue": queue,
             "limit": limit}
 
 
@@ -380,16 +385,20 @@ def _claimed(rows: list[Any]) -> list[JobRecord]:
 
 
 def _finish_params(outcomes: Sequence[JobOutcome], now: datetime | None) -> dict[str, Any]:
-    rows = [
-        {"ord": i, "job_id": o.job_id, "lease": o.lease, "attempt": o.attempt,
-         "worker_id": o.worker_id, "started_at": _iso(o.started_at), "state": str(o.state),
-         "outcome": str(o.outcome), "result": o.result, "error": o.error_summary,
-         "error_class": o.error_class, "error_message": o.error_message,
-         "traceback": o.traceback, "retry_at": _iso(o.retry_at),
-         "finished_at": _iso(o.finished_at)}
-        for i, o in enumerate(outcomes, 1)
-    ]
-    return {"now": now, "outcomes": json.dumps(rows)}
+    rows = []
+    for i, o in enumerate(outcomes, 1):
+        row: dict[str, Any] = {"ord": i, "job_id": o.job_id, "lease": o.lease, "state": o.state,
+                               "outcome": o.outcome, "result": o.result}
+        if o.error_class is not None:
+            row.update(error=o.error_summary, error_class=o.error_class,
+                       error_message=o.error_message, traceback=o.traceback)
+        if o.retry_at is not None:
+            row["retry_at"] = o.retry_at.timestamp()
+        if o.finished_at is not None:
+            row["finished_at"] = o.finished_at.timestamp()
+        rows.append(row)
+    ids = "{" + ",".join(str(o.job_id) for o in outcomes) + "}"
+    return {"now": now, "outcomes": json.dumps(rows), "ids": ids}
 
 
 def _accepted(outcomes: Sequence[JobOutcome], rows: list[Any]) -> list[bool]:
@@ -431,6 +440,8 @@ class PostgresStore:
         self._leaders: dict[tuple[str, str], tuple[Conn, bool]] = {}
         self._leader_lock = threading.Lock()
         self._last_used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+        self._claimer: Conn | None = None
+        self._claimer_lock = threading.Lock()
 
     # --- connections and errors ------------------------------------------------------------
     def _unavailable(self, error: BaseException) -> StoreUnavailable:
@@ -500,6 +511,37 @@ class PostgresStore:
         with self._connect() as conn, conn.transaction():
             yield conn
 
+    @contextmanager
+    def _hot(self) -> Iterator[Conn]:
+        """The connection of the worker's claim loop: its own rather than the pool's, since a
+        pool checkout and return costs about as much Python as the claim itself. Checked like
+        a pooled one, replaced after an error; a second thread claiming at once uses the pool."""
+        if not self._claimer_lock.acquire(blocking=False):
+            with self._connect() as conn:
+                yield conn
+            return
+        try:
+            with self._errors():
+                hot = self._claimer
+                if hot is not None and not hot.closed:
+                    try:
+                        self._check_if_idle(hot)
+                    except psycopg.Error:
+                        _close_quietly(hot)
+                        hot = None
+                if hot is None or hot.closed:
+                    hot = self._claimer = psycopg.connect(self._conninfo, autocommit=True)
+                try:
+                    yield hot
+                except psycopg.Error:
+                    self._claimer = None
+                    _close_quietly(hot)
+                    raise
+                finally:
+                    self._last_used[hot] = time.monotonic()
+        finally:
+            self._claimer_lock.release()
+
     def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._connect() as conn:
             return conn.execute(sql, params).fetchall()
@@ -516,6 +558,9 @@ class PostgresStore:
         with self._listen_lock:
             listener, self._listener = self._listener, None
         _close_quietly(listener)
+        with self._claimer_lock:
+            claimer, self._claimer = self._claimer, None
+        _close_quietly(claimer)
         with self._leader_lock:
             leaders, self._leaders = list(self._leaders.values()), {}
         for conn, _ in leaders:
@@ -650,7 +695,9 @@ class PostgresStore:
     def job_claim(
         self, worker_id: str, queue: str, limit: int, *, now: datetime | None = None
     ) -> list[JobRecord]:
-        return _claimed(self._rows(CLAIM, _claim_params(worker_id, queue, limit, now)))
+        with self._hot() as conn:
+            rows = conn.execute(CLAIM, _claim_params(worker_id, queue, limit, now)).fetchall()
+        return _claimed(rows)
 
     def job_finish_many(
         self, outcomes: Sequence[JobOutcome], *, now: datetime | None = None
@@ -664,7 +711,8 @@ class PostgresStore:
         *, now: datetime | None = None,
     ) -> tuple[list[bool], list[JobRecord]]:
         params = {**_finish_params(outcomes, now), **_claim_params(worker_id, queue, limit, now)}
-        rows = self._rows(FINISH_AND_CLAIM, params)
+        with self._hot() as conn:
+            rows = conn.execute(FINISH_AND_CLAIM, params).fetchall()
         accepted = set(rows[0][0] or ())
         claimed = [r[1:] for r in rows if r[1] is not None]
         return [i + 1 in accepted for i in range(len(outcomes))], _claimed(claimed)
@@ -709,10 +757,7 @@ class PostgresStore:
         return [LogRecord(r[0], r[1], r[2].astimezone(UTC), r[3]) for r in rows]
 
     def job_attempts(self, job_id: int) -> list[AttemptRecord]:
-        rows = self._rows(
-            f"SELECT {c.ATTEMPT_COLUMNS} FROM conveyor_attempts WHERE job_id = %s ORDER BY id",
-            (job_id,),
-        )
+        rows = self._rows(ATTEMPTS, (job_id, job_id, job_id))
         return [AttemptRecord(**c.attempt_fields(r, _dt)) for r in rows]
 
     def job_cancel(self, job_id: int, *, now: datetime | None = None) -> JobState | None:

@@ -12,7 +12,6 @@ import random
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -106,6 +105,7 @@ FINISH = (
     " heartbeat_at = NULL, lost_count = 0, finished_at = ?, run_at = COALESCE(?, run_at)"
     " WHERE id = ? AND lease = ? AND state = 'running'"
 )
+ATTEMPTS = c.attempts_query("?")
 RECORD_ATTEMPT = (
     f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
@@ -126,7 +126,7 @@ def _immediate(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) 
 def _claim(
     conn: sqlite3.Connection, worker_id: str, queue: str, limit: int, at: float
 ) -> list[JobRecord]:
-    lease = uuid.uuid4().hex[:16]
+    lease = c.new_lease()
     rows = conn.execute(CLAIM, (worker_id, lease, at, at, queue, limit, queue)).fetchall()
     jobs = [c.job_from_row(r, _dt) for r in rows]
     jobs.sort(key=lambda j: (-j.priority, j.id))
@@ -142,7 +142,7 @@ def _finish(conn: sqlite3.Connection, outcomes: Sequence[JobOutcome], at: float)
             finished if o.state.finished else None, _ts(o.retry_at), o.job_id, o.lease,
         ))
         ok = cur.rowcount == 1
-        if ok:
+        if ok and o.state is not JobState.SUCCEEDED:  # a success is the job row itself
             conn.execute(RECORD_ATTEMPT, (
                 o.job_id, o.attempt, o.worker_id, o.started_at.timestamp(), finished,
                 str(o.outcome), o.error_class, o.error_message, o.traceback,
@@ -420,10 +420,7 @@ class SQLiteStore:
         return [LogRecord(r[0], r[1], _dt(r[2]), r[3]) for r in rows]  # type: ignore[arg-type]
 
     def job_attempts(self, job_id: int) -> list[AttemptRecord]:
-        rows = self._read(
-            f"SELECT {c.ATTEMPT_COLUMNS} FROM conveyor_attempts WHERE job_id = ? ORDER BY id",
-            (job_id,),
-        )
+        rows = self._read(ATTEMPTS, (job_id, job_id, job_id))
         return [AttemptRecord(**c.attempt_fields(r, _dt)) for r in rows]
 
     def job_cancel(self, job_id: int, *, now: datetime | None = None) -> JobState | None:
