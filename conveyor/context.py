@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,7 +22,7 @@ class JobContext:
     max_attempts: int = 1
     lease: str | None = None
     _store: Store | None = None
-    _cancel: threading.Event = field(default_factory=threading.Event)
+    _cancelled: bool = False
 
     def progress(self, percent: float, message: str | None = None) -> None:
         """Report progress (0-100); also counts as a heartbeat."""
@@ -44,10 +43,10 @@ class JobContext:
 
     @property
     def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancelled
 
     def request_cancel(self) -> None:
-        self._cancel.set()
+        self._cancelled = True  # one bool, read by the job's own thread: no lock needed
 
 
 _current: ContextVar[JobContext | None] = ContextVar("conveyor_current_job", default=None)

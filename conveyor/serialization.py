@@ -81,12 +81,16 @@ def _is_flat_plain(values: Any) -> bool:
 
 def dumps(value: Any, *, path: str = "value") -> str:
     """Encode a value; raises ArgumentEncodingError (a TypeError) for what JSON cannot hold."""
+    if value is None:  # what most jobs return
+        return "null"
     return json.dumps(_encode(value, path), separators=(",", ":"), ensure_ascii=False)
 
 
 def loads(text: str | None) -> Any:
     if text is None:
         return None
+    if TAG not in text:  # no tagged value anywhere: plain JSON, nothing to walk
+        return json.loads(text)
     return _decode(json.loads(text))
 
 

@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import executor
@@ -54,6 +54,35 @@ class Outage:
             self.since, self.delay = None, 0.1
 
 
+class Slots:
+    """``size`` threads running sync jobs handed over through one queue. Lighter than a
+    ThreadPoolExecutor (no Future, no idle semaphore per call): a hand-over is one put()."""
+
+    def __init__(self, size: int, run: Callable[[executor.Call], None]) -> None:
+        self._calls: queue.SimpleQueue[executor.Call | None] = queue.SimpleQueue()
+        self._run = run
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"conveyor-job-{i}", daemon=True)
+            for i in range(size)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, call: executor.Call) -> None:
+        self._calls.put(call)
+
+    def _loop(self) -> None:
+        while (call := self._calls.get()) is not None:
+            self._run(call)
+
+    def shutdown(self) -> None:
+        """Threads still in a job finish it and then stop; idle ones stop at once."""
+        for _ in self._threads:
+            self._calls.put(None)
+
+
 class Worker:
     def __init__(
         self, app: Conveyor, *, worker_id: str, queues: QueueSpec | None = None,
@@ -75,7 +104,7 @@ class Worker:
         self._slot_freed = threading.Event()
         self._stop = threading.Event()
         self._force = threading.Event()
-        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="conveyor-job")
+        self._slots = Slots(concurrency, self._run_sync)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- control ------------------------------------------------------------------------
@@ -103,6 +132,7 @@ class Worker:
                 self._stop.wait(store_outage.failed(e))
         completer = threading.Thread(target=self._complete_loop, name="conveyor-completer")
         beat = threading.Thread(target=self._heartbeat_loop, name="conveyor-heartbeat", daemon=True)
+        self._slots.start()
         completer.start()
         beat.start()
         log.info("worker started", extra={"worker": self.id, "queues": str(self.queues),
@@ -206,7 +236,7 @@ class Worker:
         if call.definition.is_async:
             asyncio.run_coroutine_threadsafe(self._run_async(call), self._event_loop())
         else:
-            self._threads.submit(self._run_sync, call)
+            self._slots.submit(call)
 
     def _run_sync(self, call: executor.Call) -> None:
         self._done(call, executor.run_sync(self.app, call))
@@ -311,7 +341,7 @@ class Worker:
             self.app.store.process_deregister(self.id)
         except StoreError as e:
             log.warning("could not deregister worker", extra={"error": str(e)})
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._slots.shutdown()
         log.info("worker stopped", extra={"worker": self.id, "returned": len(leftover)})
 
     def _release(self, leases: list[tuple[int, str]]) -> None:
