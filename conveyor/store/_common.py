@@ -60,9 +60,12 @@ def migrations(backend: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+_STATES = {state.value: state for state in JobState}
+
+
 def job_from_row(row: Sequence[Any], to_dt: Any) -> JobRecord:
     return JobRecord(
-        id=row[0], name=row[1], queue=row[2], priority=row[3], state=JobState(row[4]),
+        id=row[0], name=row[1], queue=row[2], priority=row[3], state=_STATES.get(row[4]) or JobState(row[4]),
         args=row[5], kwargs=row[6], attempt=row[7], max_attempts=row[8], timeout=row[9],
         run_at=to_dt(row[10]), created_at=to_dt(row[11]), started_at=to_dt(row[12]),
         finished_at=to_dt(row[13]), heartbeat_at=to_dt(row[14]), worker_id=row[15],

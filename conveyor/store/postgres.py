@@ -361,6 +361,8 @@ def postgres_conninfo(url: str) -> str:
                           ("keepalives_count", 3)):
         params.setdefault(option, value)
     params.setdefault("application_name", "conveyor")
+    # timestamps then arrive already in UTC, as conveyor hands them out: no conversion per value
+    params["options"] = f"{params.get('options', '')} -c TimeZone=UTC".strip()
     return make_conninfo("", **params)
 
 
@@ -411,7 +413,9 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _dt(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
+    if value is None or value.tzinfo is UTC:  # the session's TimeZone is UTC (postgres_conninfo)
+        return value
+    return value.astimezone(UTC)
 
 
 def _close_quietly(conn: Conn | None) -> None:

@@ -31,6 +31,16 @@ def terminate(url: str, where: str) -> int:
     return len(rows)
 
 
+def backends(url: str) -> int:
+    """How many conveyor sessions this database still has."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'conveyor'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def leader_pid_filter() -> str:
     return "pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
 
@@ -130,6 +140,41 @@ def test_the_listener_reconnects_after_its_connection_is_killed(store: Store) ->
         other.close()
 
 
+@postgres_only
+def test_the_claim_connection_recovers_after_the_server_drops_it(store: Store) -> None:
+    store.job_insert_many([NewJob("a"), NewJob("b")])
+    assert len(store.job_claim("w1", "default", 1)) == 1  # the claim loop's own connection
+    assert terminate(store.url, "true") >= 1
+    deadline = time.monotonic() + 5  # until the killed backends are gone and their sockets closed
+    while backends(store.url):
+        assert time.monotonic() < deadline, "terminated backends still there"
+        time.sleep(0.02)
+    (job,) = store.job_claim("w1", "default", 1)
+    assert job.name == "b" and job.state == JobState.RUNNING
+
+
+@postgres_only
+def test_timestamps_are_utc_whatever_the_servers_time_zone(store_url: str) -> None:
+    """conveyor's sessions run in UTC (times come back without a conversion each); a time zone
+    set on the database, and options given in the URL, change nothing of that."""
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        db = admin.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        admin.execute(f'ALTER DATABASE "{db}" SET TimeZone = \'Asia/Tokyo\'')
+    store = PostgresStore(store_url + "?options=-c%20statement_timeout%3D4321")
+    try:
+        at = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+        (job_id,) = store.job_insert_many([NewJob("a")], now=at)
+        job = store.job_get(job_id)
+        assert job is not None and job.created_at == at and job.created_at.tzinfo is UTC
+        (claimed,) = store.job_claim("w1", "default", 1, now=at)
+        assert claimed.started_at == at and claimed.started_at.tzinfo is UTC  # type: ignore[union-attr]
+        assert store._rows("SHOW statement_timeout")[0][0] == "4321ms"
+    finally:
+        store.close()
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{db}" RESET TimeZone')
+
+
 # --- wake-ups --------------------------------------------------------------------------------
 @postgres_only
 def test_writes_that_make_jobs_ready_wake_listeners(store: Store) -> None:
@@ -175,7 +220,10 @@ def test_leadership_ends_with_the_leaders_session(store: Store) -> None:
         assert store.leader_acquire("maintenance", "a", 1)
         assert not other.leader_acquire("maintenance", "b", 1)
         store.close()  # a crashed leader: its session, and so its lock, is gone
-        assert other.leader_acquire("maintenance", "b", 1)
+        deadline = time.monotonic() + 5  # once the server has ended that session
+        while not other.leader_acquire("maintenance", "b", 1):
+            assert time.monotonic() < deadline, "the lock outlived its session"
+            time.sleep(0.02)
     finally:
         other.close()
 
