@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,11 +84,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def pending(jobs) -> int:  # type: ignore[no-untyped-def]
-    return sum(s.count("ready") + s.count("running") + s.count("scheduled")
-               for s in jobs.app.store.queue_stats())
-
-
 def enqueue_one(url: str, n: int) -> float:
     jobs = use(url)
     start = time.perf_counter()
@@ -105,46 +100,6 @@ def enqueue_bulk(url: str, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def drain(url: str, n: int, processes: int, concurrency: int, limit: float = 300) -> float:
-    jobs = use(url)
-    for first in range(0, n, 1000):
-        jobs.app.enqueue_many([jobs.noop.prepare(i) for i in range(first, min(n, first + 1000))])
-    worker = start_worker(url, processes, concurrency)
-    start = time.perf_counter()
-    try:
-        while pending(jobs) and time.perf_counter() - start < limit:
-            time.sleep(0.05)
-        return n / (time.perf_counter() - start)
-    finally:
-        stop(worker)
-
-
-def latency(url: str, n: int, rate: float = 100) -> tuple[float, float, float]:
-    """Enqueue→start for ``n`` jobs at ``rate``/s into an idle worker, in ms (p50, p95, p99)."""
-    jobs = use(url)
-    worker = start_worker(url, 1, 4)
-    try:
-        time.sleep(2)  # let the worker become idle
-        handles = []
-        for i in range(n):
-            handles.append(jobs.noop.enqueue(i))
-            time.sleep(1 / rate)
-        deadline = time.monotonic() + 60
-        records = []
-        for h in handles:
-            h.wait(max(0.1, deadline - time.monotonic()))
-            records.append(h.record())
-    finally:
-        stop(worker)
-    waits = sorted((r.started_at - r.created_at).total_seconds() * 1000 for r in records)
-    q = statistics.quantiles(waits, n=100)
-    return q[49], q[94], q[98]
-
-
-def median_of(runs: int, fn: Callable[[], float]) -> float:
-    return statistics.median(fn() for _ in range(runs))
-
-
 def postgres_available() -> bool:
     try:
         import psycopg
@@ -159,7 +114,7 @@ def postgres_available() -> bool:
 
 SYSTEMS = ["conveyor-sqlite", "conveyor-postgres", "celery", "rq", "dramatiq", "huey", "arq", "saq",
            "procrastinate", "pgqueuer"]
-EXTRAS = ["raw", "memory"]
+EXTRAS = ["raw", "scale", "memory"]
 METRICS = ["enqueue_one", "enqueue_bulk", "drain", "latency"]
 RETRY_PAUSE = 10.0  # s before a failed run is tried again
 REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
@@ -325,7 +280,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per enqueue, bulk and drain run")
     parser.add_argument("--one-by-one", type=int, default=None, help="jobs per 1-by-1 run (default --jobs)")
     parser.add_argument("--latency-jobs", type=int, default=500)
-    parser.add_argument("--memory-jobs", type=int, default=200_000, help="jobs in the RSS run (0: skip)")
+    parser.add_argument("--memory-jobs", type=int, default=200_000,
+                        help="jobs in the RSS run (0: skip)")
+    parser.add_argument("--history", type=int, default=1_000_000,
+                        help="finished jobs in the scale run (0: skip); a tenth as many scheduled")
     parser.add_argument("--processes", type=int, default=2, help="conveyor worker --processes")
     parser.add_argument("--concurrency", type=int, default=8, help="conveyor worker --concurrency")
     parser.add_argument("--only", default="",
@@ -337,6 +295,7 @@ def main() -> None:
     if args.quick:
         args.runs, args.jobs, args.latency_jobs = 1, 2_000, 100
         args.memory_jobs = min(args.memory_jobs, 20_000)
+        args.history = min(args.history, 100_000)
     one_by_one = args.one_by_one or args.jobs
 
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -397,9 +356,33 @@ def main() -> None:
                 raw_rows.append(f"| {label} | " + " | ".join("n/a (not reachable)" for _ in BATCHES) + " |")
                 continue
             cells = [fmt_rate(bench.median("raw", f"{store}_{b}", args.jobs, 240)) for b in BATCHES]
+            insert = "postgres_copy" if store == "postgres" else "sqlite_insert"
+            cells.append(fmt_rate(bench.median("raw", insert, args.jobs, 240)))
             raw_rows.append(f"| {label} | " + " | ".join(cells) + " |")
             print(raw_rows[-1], flush=True)
         packages.update({"psycopg", "psycopg-binary"})
+
+    scale_rows: list[str] = []
+    if args.history and (not wanted or "scale" in wanted):
+        os.environ["BENCH_HISTORY_FINISHED"] = str(args.history)
+        os.environ["BENCH_HISTORY_SCHEDULED"] = str(args.history // 10)
+        for system in ("conveyor-sqlite", "conveyor-postgres"):
+            if system == "conveyor-postgres" and pg_version is None:
+                continue
+            empty: list[float] = []
+            full: list[float] = []
+            for _ in range(args.runs):  # alternated, so both see the same machine
+                for metric, values in (("drain", empty), ("drain_history", full)):
+                    r = bench.once(system, metric, args.jobs, 600)
+                    if "error" not in r:
+                        values.append(r["value"])
+            if not empty or not full:
+                scale_rows.append(f"| {system.split('-')[1]} | n/a (a run failed) | — | — |")
+            else:
+                e, f = statistics.median(empty), statistics.median(full)
+                change = (f - e) / e * 100
+                scale_rows.append(f"| {system.split('-')[1]} | {e:,.0f} | {f:,.0f} | {change:+.1f}% |")
+            print(scale_rows[-1], flush=True)
 
     mem_rows: list[str] = []
     if args.memory_jobs and (not wanted or "memory" in wanted):
@@ -444,14 +427,30 @@ def main() -> None:
             "",
             f"## Raw store limits ({args.jobs:,} rows claimed then completed, rows/s)",
             "",
-            "| loop | batch 1 | batch 10 | batch 100 |",
-            "|---|---|---|---|",
+            "| loop | batch 1 | batch 10 | batch 100 | insert |",
+            "|---|---|---|---|---|",
             *raw_rows,
             "",
             "Claim = `UPDATE … WHERE id IN (SELECT … ORDER BY id LIMIT batch [FOR UPDATE SKIP LOCKED]) "
             "RETURNING`, complete = a second `UPDATE … WHERE id = ANY(…)`; each its own transaction, "
-            "so batch 1 is two commits per row. No job system, no payload decoding: "
-            "the ceiling a job system on that store works under.",
+            "so batch 1 is two commits per row. Insert: rows of one int into the same minimal table, "
+            "1,000 per transaction (PostgreSQL: COPY; SQLite: executemany). No job system, no payload "
+            "decoding: the ceiling a job system on that store works under.",
+        ]
+    if scale_rows:
+        lines += [
+            "",
+            f"## conveyor drain as the table grows ({args.jobs:,} jobs, median of {args.runs})",
+            "",
+            f"| store | empty table, jobs/s | with {args.history:,} finished + {args.history // 10:,} "
+            "scheduled jobs, jobs/s | change |",
+            "|---|---|---|---|",
+            *scale_rows,
+            "",
+            "The same drain as above, once on an empty table and once after "
+            f"{args.history:,} succeeded jobs (spread over the past week) and {args.history // 10:,} jobs "
+            "scheduled over the next day were written to it, statistics up to date (VACUUM ANALYZE / "
+            "ANALYZE). The two alternate, run by run.",
         ]
     if mem_rows:
         lines += [

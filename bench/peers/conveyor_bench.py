@@ -1,10 +1,12 @@
-"""conveyor itself, through bench/__main__.py's own measurement functions (latency via the probe)."""
+"""conveyor itself: enqueue through bench/__main__.py's functions; drain and latency through the probe,
+as for every peer; and the scale run (drain with a big history in the table against an empty one)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -50,25 +52,99 @@ def enqueue_bulk(n: int) -> float:
         return conveyor_enqueue_bulk(url, n)
 
 
-def drain(n: int) -> float:
-    from bench.__main__ import drain as conveyor_drain
-
-    with _store() as url:
-        return conveyor_drain(url, n, PROCESSES, CONCURRENCY, limit=common.DRAIN_LIMIT)
+def _worker_args() -> list[str]:
+    return [sys.executable, "-m", "conveyor", "-A", "bench.peers.conveyor_probe:app", "worker",
+            "--processes", str(PROCESSES), "--concurrency", str(CONCURRENCY)]
 
 
-def latency(n: int) -> tuple[float, float, float]:
+def _probe_app(url: str):  # type: ignore[no-untyped-def]
     from bench.peers import conveyor_probe
 
     app = conveyor_probe.app
+    app.close()
+    app.settings = replace(app.settings, database_url=url)
+    app.migrate()
+    return conveyor_probe
+
+
+def _drain(url: str, n: int) -> float:
+    probe = _probe_app(url)
+
+    def fill(n: int) -> None:
+        for first in range(0, n, 1000):
+            probe.app.enqueue_many([probe.noop.prepare(i) for i in range(first, min(n, first + 1000))])
+        probe.app.close()  # the client holds no connection while the worker runs
+
+    env = {"CONVEYOR_DATABASE_URL": url, "CONVEYOR_LOG_LEVEL": "WARNING"}
+    return common.drain_with(n, fill, _worker_args(), env)
+
+
+def drain(n: int) -> float:
     with _store() as url:
-        app.close()
-        app.settings = replace(app.settings, database_url=url)
-        app.migrate()
-        args = [sys.executable, "-m", "conveyor", "-A", "bench.peers.conveyor_probe:app", "worker",
-                "--processes", str(PROCESSES), "--concurrency", str(CONCURRENCY)]
+        return _drain(url, n)
+
+
+HISTORY_FINISHED = int(os.environ.get("BENCH_HISTORY_FINISHED", "1000000"))
+HISTORY_SCHEDULED = int(os.environ.get("BENCH_HISTORY_SCHEDULED", "100000"))
+
+
+def drain_history(n: int) -> float:
+    """drain() with HISTORY_FINISHED succeeded jobs (spread over the last week) and HISTORY_SCHEDULED
+    jobs scheduled over the next day already in the table, statistics up to date (VACUUM ANALYZE /
+    ANALYZE, as autovacuum or a maintenance job would leave them)."""
+    with _store() as url:
+        _probe_app(url).app.close()
+        _fill_history(url, HISTORY_FINISHED, HISTORY_SCHEDULED)
+        return _drain(url, n)
+
+
+def _fill_history(url: str, finished: int, scheduled: int) -> None:
+    name = "bench.peers.conveyor_probe.noop"
+    if STORE == "postgres":
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO conveyor_jobs (name, queue, state, args, attempt, run_at, created_at,"
+                " started_at, finished_at, worker_id, result)"
+                " SELECT %s, 'default', 'succeeded', '[' || g || ']', 1, t, t, t, t + interval '1 ms',"
+                " 'w-history', 'null'"
+                " FROM generate_series(1, %s) g, LATERAL (SELECT now() - g * interval '600 ms') AS x(t)",
+                (name, finished))
+            conn.execute(
+                "INSERT INTO conveyor_jobs (name, queue, state, args, run_at, created_at)"
+                " SELECT %s, 'default', 'scheduled', '[' || g || ']', now() + g * interval '860 ms', now()"
+                " FROM generate_series(1, %s) g", (name, scheduled))
+            conn.execute("VACUUM ANALYZE conveyor_jobs")
+        return
+    import sqlite3
+
+    from conveyor.store.sqlite import sqlite_path
+
+    conn = sqlite3.connect(sqlite_path(url), isolation_level=None)
+    now = time.time()
+    conn.execute("BEGIN")
+    conn.execute(
+        "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < ?)"
+        " INSERT INTO conveyor_jobs (name, queue, state, args, attempt, run_at, created_at, started_at,"
+        " finished_at, worker_id, result)"
+        " SELECT ?, 'default', 'succeeded', '[' || x || ']', 1, ? - x * 0.6, ? - x * 0.6, ? - x * 0.6,"
+        " ? - x * 0.6 + 0.001, 'w-history', 'null' FROM g", (finished, name, now, now, now, now))
+    conn.execute(
+        "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < ?)"
+        " INSERT INTO conveyor_jobs (name, queue, state, args, run_at, created_at)"
+        " SELECT ?, 'default', 'scheduled', '[' || x || ']', ? + x * 0.86, ? FROM g",
+        (scheduled, name, now, now))
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+def latency(n: int) -> tuple[float, float, float]:
+    with _store() as url:
+        probe = _probe_app(url)
         env = {"CONVEYOR_DATABASE_URL": url, "CONVEYOR_LOG_LEVEL": "WARNING"}
         try:
-            return common.latency_with(n, conveyor_probe.noop.enqueue, args, env)
+            return common.latency_with(n, probe.noop.enqueue, _worker_args(), env)
         finally:
-            app.close()
+            probe.app.close()

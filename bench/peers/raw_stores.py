@@ -138,3 +138,42 @@ def sqlite_10(n: int) -> float:
 
 def sqlite_100(n: int) -> float:
     return sqlite(n, 100)
+
+
+# ---------------------------------------------------------------- raw inserts (bulk enqueue's ceiling)
+
+INSERT_CHUNK = 1000  # rows per transaction, as the bulk enqueue figures use
+
+
+def postgres_copy(n: int) -> float:
+    """COPY n rows into the raw jobs table, INSERT_CHUNK rows per transaction, from Python tuples."""
+    import psycopg
+
+    with common.fresh_pg() as url, psycopg.connect(url) as conn:
+        conn.execute(SCHEMA_PG)
+        conn.commit()
+        start = time.perf_counter()
+        for first in range(0, n, INSERT_CHUNK):
+            with conn.cursor().copy("COPY jobs (arg) FROM STDIN") as copy:
+                for i in range(first, min(n, first + INSERT_CHUNK)):
+                    copy.write_row((i,))
+            conn.commit()
+        return n / (time.perf_counter() - start)
+
+
+def sqlite_insert(n: int) -> float:
+    """executemany INSERT of n rows into the raw jobs table, INSERT_CHUNK rows per transaction."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(os.path.join(tmp, "raw.db"), isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(SCHEMA_SQLITE)
+        start = time.perf_counter()
+        for first in range(0, n, INSERT_CHUNK):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO jobs (arg) VALUES (?)",
+                             ((i,) for i in range(first, min(n, first + INSERT_CHUNK))))
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        conn.close()
+        return n / elapsed
