@@ -6,6 +6,7 @@ about the store's own clock. Backend-specific behaviour lives in test_postgres.p
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -75,22 +76,30 @@ def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 # --- insert, get, list ---------------------------------------------------------------------
-def test_insert_returns_ids_in_input_order_and_round_trips_fields(store: Store) -> None:
+ODD_TEXT = ["tab\there", "back\\slash", "new\nline\r", "\\N", "ünïcode ✓", ""]
+
+
+@pytest.mark.parametrize("n", [40, 100])  # 100: PostgreSQL writes it with COPY
+def test_insert_returns_ids_in_input_order_and_round_trips_fields(store: Store, n: int) -> None:
+    later = T0 + timedelta(hours=1)
     jobs = [
-        NewJob(f"mod:job{i}", args=f"[{i}]", kwargs=f'{{"i": {i}}}', queue=f"q{i % 3}",
+        NewJob(f"mod:job{i}{ODD_TEXT[i % 6] if i % 5 == 0 else ''}", args=f"[{i}]",
+               kwargs=json.dumps({"i": i, "s": ODD_TEXT[i % 6]}), queue=f"q{i % 3}",
                priority=(i * 7) % 5, max_attempts=i + 1, timeout=None if i % 2 else i + 0.5,
-               unique_key=f"u{i}" if i % 4 == 0 else None, concurrency_key="c" if i else None)
-        for i in range(40)
+               unique_key=f"u{i}{ODD_TEXT[i % 6]}" if i % 4 == 0 else None,
+               concurrency_key="c" if i else None, run_at=later if i % 10 == 3 else None)
+        for i in range(n)
     ]
     ids = insert(store, *jobs)
-    assert len(ids) == 40 and ids == sorted(ids) and len(set(ids)) == 40
+    assert len(ids) == n and ids == sorted(ids) and len(set(ids)) == n
     for job_id, new in zip(ids, jobs, strict=True):
         got = get(store, job_id)
         assert (got.name, got.args, got.kwargs, got.queue, got.priority, got.max_attempts,
                 got.timeout, got.unique_key, got.concurrency_key) == (
             new.name, new.args, new.kwargs, new.queue, new.priority, new.max_attempts,
             new.timeout, new.unique_key, new.concurrency_key)
-        assert (got.state, got.attempt, got.run_at, got.created_at) == (JobState.READY, 0, T0, T0)
+        state, run_at = (JobState.READY, T0) if new.run_at is None else (JobState.SCHEDULED, later)
+        assert (got.state, got.attempt, got.run_at, got.created_at) == (state, 0, run_at, T0)
         assert got.lease is None and got.worker_id is None and got.started_at is None
         assert got.run_at.utcoffset() == timedelta(0)
 
