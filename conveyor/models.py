@@ -38,7 +38,9 @@ class AttemptOutcome(StrEnum):
     SHUTDOWN = "shutdown"
 
 
-@dataclass(frozen=True, slots=True)
+# NewJob and JobOutcome are made once per job on the hot paths (enqueue, finish) and only
+# handed to the store: not frozen, whose __init__ costs three times as much per field.
+@dataclass(slots=True)
 class NewJob:
     """A job about to be written. Payloads are already encoded."""
 
@@ -83,7 +85,7 @@ class JobRecord:
     concurrency_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobOutcome:
     """How one claimed attempt ended, written back in one fenced store call."""
 
