@@ -285,7 +285,8 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1_000_000,
                         help="finished jobs in the scale run (0: skip); a tenth as many scheduled")
     parser.add_argument("--processes", type=int, default=2, help="conveyor worker --processes")
-    parser.add_argument("--concurrency", type=int, default=8, help="conveyor worker --concurrency")
+    parser.add_argument("--concurrency", type=int, default=10,
+                        help="conveyor worker --concurrency (10: its default)")
     parser.add_argument("--only", default="",
                         help="comma-separated: " + ",".join(["conveyor", *SYSTEMS, *EXTRAS]))
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 jobs, 100 latency jobs, 1 run")

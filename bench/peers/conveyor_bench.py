@@ -13,7 +13,7 @@ from dataclasses import replace
 from bench.peers import common
 
 PROCESSES = int(os.environ.get("CONVEYOR_BENCH_PROCESSES", "2"))
-CONCURRENCY = int(os.environ.get("CONVEYOR_BENCH_CONCURRENCY", "8"))
+CONCURRENCY = int(os.environ.get("CONVEYOR_BENCH_CONCURRENCY", "10"))
 STORE = "sqlite"
 WORKER = f"conveyor worker --processes {PROCESSES} --concurrency {CONCURRENCY}"
 PACKAGES = ("conveyor", "psycopg", "psycopg-binary", "psycopg-pool")
