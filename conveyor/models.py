@@ -148,6 +148,15 @@ class ProcessRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldJob:
+    """A job the store records as running under a worker, as its heartbeat reports it."""
+
+    id: int
+    lease: str
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
     queue: str
     paused: bool = False

@@ -99,6 +99,7 @@ class Worker:
         self.supervisor_id = supervisor_id
         self.parent_pid = os.getppid()
         self._running: dict[int, executor.Call] = {}
+        self._held: set[str] = set()  # leases claimed and not yet written back or returned
         self._lock = threading.Lock()
         self._outcomes: queue.SimpleQueue[JobOutcome | object] = queue.SimpleQueue()
         self._slot_freed = threading.Event()
@@ -203,10 +204,12 @@ class Worker:
                     for outcome in pending:  # the completer keeps them until the store is back
                         self._outcomes.put(outcome)
                     raise
-                _log_rejected(pending, accepted)
+                self._written(pending, accepted)
                 pending = []
             else:
                 got = self.app.store.job_claim(self.id, name, free - len(claimed))
+            with self._lock:
+                self._held.update(job.lease or "" for job in got)
             claimed += got
             if len(claimed) >= free:
                 break
@@ -224,6 +227,12 @@ class Worker:
                 break
             taken.append(item)  # type: ignore[arg-type]
         return taken
+
+    def _written(self, outcomes: list[JobOutcome], accepted: list[bool]) -> None:
+        """Outcomes are in the store (or were refused there): their leases are done with."""
+        with self._lock:
+            self._held.difference_update(o.lease for o in outcomes)
+        _log_rejected(outcomes, accepted)
 
     def _start(self, job: JobRecord) -> None:
         call = executor.prepare(self.app, job, self.id)
@@ -300,26 +309,48 @@ class Worker:
                     return
                 time.sleep(outage.failed(e))
                 continue
-            _log_rejected(pending, accepted)
+            self._written(pending, accepted)
             pending = []
 
     def _heartbeat_loop(self) -> None:
         outage = Outage("heartbeats")
         every = self.app.settings.heartbeat_every
+        suspects: set[str] = set()
         while not self._stop.wait(every):
             if self._orphaned():
                 return
             try:
-                cancelled = self.app.store.process_heartbeat(self.id)
+                held = self.app.store.process_heartbeat(self.id)
                 outage.ok()
             except StoreError as e:
                 outage.failed(e)
                 continue
+            unheard: dict[str, int] = {}
             with self._lock:
-                for job_id in cancelled:
-                    call = self._running.get(job_id)
-                    if call is not None:
+                for job in held:
+                    call = self._running.get(job.id)
+                    if call is not None and job.cancel_requested:
                         call.context.request_cancel()
+                    elif job.lease not in self._held:
+                        unheard[job.lease] = job.id
+            # unheard of in two heartbeats running: not a claim whose reply is on its way
+            twice = [(job_id, lease) for lease, job_id in unheard.items() if lease in suspects]
+            suspects = set(unheard)
+            if twice:
+                self._return_unheard(twice)
+
+    def _return_unheard(self, leases: list[tuple[int, str]]) -> None:
+        """Jobs the store records as claimed by this worker that it never heard of: a claim
+        that committed but whose reply was lost (the connection broke on the way back). Left
+        alone they would stay 'running' under a live worker forever; return them, uncounted."""
+        try:
+            n = self.app.store.job_release(leases, reason=UNHEARD_REASON)
+        except StoreError:
+            return  # the next heartbeat tries again
+        if n:
+            log.warning("returned jobs whose claim never reached this worker",
+                        extra={"worker": self.id, "jobs": n,
+                               "job_ids": ",".join(str(i) for i, _ in leases)})
 
     # --- shutdown -------------------------------------------------------------------------
     def _shutdown(self, completer: threading.Thread) -> None:
@@ -359,6 +390,12 @@ class Worker:
                               extra={"worker": self.id, "error": str(e)})
                     return
                 time.sleep(outage.failed(e))
+
+
+UNHEARD_REASON = (
+    "the claim committed but its reply never reached the worker (connection lost);"
+    " returned to the queue, attempt not counted"
+)
 
 
 def _log_rejected(outcomes: list[JobOutcome], accepted: list[bool]) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..models import (
     AttemptRecord,
+    HeldJob,
     JobFilter,
     JobOutcome,
     JobRecord,
@@ -144,8 +145,9 @@ class Store(Protocol):
     # --- processes ----------------------------------------------------------------------
     def process_register(self, process: ProcessRecord) -> None: ...
 
-    def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> set[int]:
-        """Mark the process alive; returns ids of its running jobs whose cancellation was asked."""
+    def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> list[HeldJob]:
+        """Mark the process alive; returns the jobs recorded as running under it (the worker
+        relays cancellations, and returns jobs it never heard it had claimed)."""
 
     def process_deregister(self, process_id: str) -> None: ...
 

@@ -31,6 +31,7 @@ from ..errors import ConfigurationError, SchemaError, StoreError, StoreUnavailab
 from ..models import (
     AttemptOutcome,
     AttemptRecord,
+    HeldJob,
     JobFilter,
     JobOutcome,
     JobRecord,
@@ -295,8 +296,8 @@ REGISTER = (
 
 HEARTBEAT = f"""
 WITH beat AS (UPDATE conveyor_processes SET heartbeat_at = {NOW} WHERE id = %(id)s)
-SELECT id FROM conveyor_jobs
-WHERE state = 'running' AND worker_id = %(id)s AND cancel_requested
+SELECT id, lease, cancel_requested FROM conveyor_jobs
+WHERE state = 'running' AND worker_id = %(id)s ORDER BY id
 """
 
 
@@ -880,8 +881,9 @@ class PostgresStore:
             json.dumps(list(p.queues)), p.concurrency, json.dumps(list(p.job_names)),
         ))
 
-    def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> set[int]:
-        return {r[0] for r in self._rows(HEARTBEAT, {"now": now, "id": process_id})}
+    def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> list[HeldJob]:
+        rows = self._rows(HEARTBEAT, {"now": now, "id": process_id})
+        return [HeldJob(r[0], r[1], bool(r[2])) for r in rows]
 
     def process_deregister(self, process_id: str) -> None:
         self._count("DELETE FROM conveyor_processes WHERE id = %s", (process_id,))

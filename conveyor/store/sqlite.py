@@ -21,6 +21,7 @@ from ..errors import ConfigurationError, SchemaError, StoreError, StoreUnavailab
 from ..models import (
     AttemptOutcome,
     AttemptRecord,
+    HeldJob,
     JobFilter,
     JobOutcome,
     JobRecord,
@@ -615,17 +616,20 @@ class SQLiteStore:
              json.dumps(list(p.job_names))),
         ))
 
-    def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> set[int]:
+    def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> list[HeldJob]:
         at = self._now(now)
 
-        def run(conn: sqlite3.Connection) -> set[int]:
+        def run(conn: sqlite3.Connection) -> list[HeldJob]:
             conn.execute(
                 "UPDATE conveyor_processes SET heartbeat_at = ? WHERE id = ?", (at, process_id)
             )
-            return {r[0] for r in conn.execute(
-                "SELECT id FROM conveyor_jobs WHERE state = 'running' AND worker_id = ?"
-                " AND cancel_requested = 1", (process_id,),
-            )}
+            return [
+                HeldJob(r[0], r[1], bool(r[2]))
+                for r in conn.execute(
+                    "SELECT id, lease, cancel_requested FROM conveyor_jobs"
+                    " WHERE state = 'running' AND worker_id = ? ORDER BY id", (process_id,),
+                )
+            ]
 
         return self._write(run)
 

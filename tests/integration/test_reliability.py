@@ -87,3 +87,23 @@ def test_a_lost_host_is_noticed_by_heartbeat_and_its_job_rescued(env: Env, app) 
     lost = job.attempts()[0]
     assert lost.outcome == "worker_lost" and "heartbeat" in (lost.error_message or "")
     env.stop(survivor)
+
+
+def test_a_claim_whose_reply_was_lost_is_returned_by_the_worker(env: Env, app) -> None:
+    """A claim can commit while its reply is lost with the connection: the store says the job
+    runs under a live worker that never heard of it. The worker's heartbeat notices (twice,
+    so a claim still on its way is not mistaken) and returns it, attempt not counted."""
+    worker = env.worker("--concurrency", "1", "--queues", "default", settings=FAST)
+    worker_id = wait_until(
+        lambda: next((p.id for p in app.app.store.process_list() if p.kind == "worker"), None),
+        30, "worker registered")
+    job = app.square.options(queue="side").enqueue(3)
+    [claimed] = app.app.store.job_claim(worker_id, "side", 1)  # as if its reply never came
+    assert claimed.id == job.id and job.status() is JobState.RUNNING
+    wait_until(lambda: job.status() is JobState.READY, 10, "returned to the queue")
+    record = job.record()
+    assert record.attempt == 0 and record.lease is None
+    [attempt] = job.attempts()
+    assert attempt.outcome == "shutdown" and "reply never reached" in (attempt.error_message or "")
+    code, out = env.stop(worker)
+    assert code == 0 and "returned jobs whose claim never reached this worker" in out

@@ -24,6 +24,7 @@ import pytest
 from conveyor.errors import ConfigurationError, SchemaError
 from conveyor.models import (
     AttemptOutcome,
+    HeldJob,
     JobFilter,
     JobOutcome,
     JobRecord,
@@ -577,7 +578,7 @@ def test_process_register_list_heartbeat_stale_deregister(store: Store) -> None:
         process(1, kind="supervisor", supervisor_id=None, queues=()), process(2)]
     store.process_register(process(2, concurrency=8))  # re-registering replaces
     assert store.process_list()[1].concurrency == 8
-    assert store.process_heartbeat("host:2", now=at(50)) == set()
+    assert store.process_heartbeat("host:2", now=at(50)) == []
     assert store.process_list()[1].heartbeat_at == at(50)
     assert store.processes_stale(30, now=at(60)) == ["host:1"]
     assert sorted(store.processes_stale(5, now=at(60))) == ["host:1", "host:2"]
@@ -593,15 +594,21 @@ def test_an_unregistered_worker_holding_running_jobs_counts_as_stale(store: Stor
     assert store.jobs_rescue(["w-vanished"], "gone", now=at(11))
 
 
-def test_heartbeat_returns_running_jobs_whose_cancel_was_requested(store: Store) -> None:
+def test_heartbeat_returns_the_workers_running_jobs_and_their_cancel_requests(
+    store: Store,
+) -> None:
     store.process_register(process(7))
-    insert(store, NewJob("a"), NewJob("b"), NewJob("c"))
+    insert(store, NewJob("a"), NewJob("b"), NewJob("c"), NewJob("d"))
     first, second = claim_one(store, worker="host:7"), claim_one(store, worker="host:7")
     other = claim_one(store, worker="host:8")
+    done = claim_one(store, worker="host:7")
+    store.job_finish_many([outcome(done, JobState.SUCCEEDED, AttemptOutcome.SUCCEEDED)])
     for job in (first, other):
         store.job_cancel(job.id, now=at(1))
-    assert store.process_heartbeat("host:7", now=at(2)) == {first.id}
-    assert second.id not in store.process_heartbeat("host:7", now=at(3))
+    assert store.process_heartbeat("host:7", now=at(2)) == [
+        HeldJob(first.id, first.lease or "", cancel_requested=True),
+        HeldJob(second.id, second.lease or "", cancel_requested=False),
+    ]
 
 
 # --- leadership and wake-ups ---------------------------------------------------------------
