@@ -173,6 +173,23 @@ def pg_setting(name: str) -> str:
         return "?"
 
 
+def cpu_times() -> list[int]:
+    """The machine's cumulative CPU time by kind (/proc/stat's first line; empty elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> str:
+    """How much of the CPU time a virtual machine's host kept for others meanwhile (steal)."""
+    if len(before) < 8 or len(after) < 8:
+        return "unknown"
+    total = sum(after) - sum(before)
+    return f"{(after[7] - before[7]) / total * 100:.0f}%" if total else "unknown"
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -310,6 +327,7 @@ def main() -> None:
     started = time.monotonic()
     when = datetime.now(UTC)
     load = os.getloadavg()[0]
+    cpu_before = cpu_times()
     redis_version = ensure_redis()
     pg_version = postgres_version()
     bench = Bench(args)
@@ -404,7 +422,9 @@ def main() -> None:
     lines = [
         f"# conveyor and its peers, {when:%Y-%m-%d %H:%M} UTC",
         "",
-        f"{cpu_model()}, {os.cpu_count()} cores (load average {load:.2f} at the start); Python "
+        f"{cpu_model()}, {os.cpu_count()} cores (load average {load:.2f} at the start; CPU time "
+        f"stolen by the virtual machine's host during the run: {steal_share(cpu_before, cpu_times())}); "
+        "Python "
         f"{platform.python_version()}; PostgreSQL {pg_version or 'not reachable'}, Redis "
         f"{redis_version or 'not reachable'}, both on loopback; median of {args.runs} run(s) per figure; "
         f"the whole run took {elapsed / 60:.1f} min.",
