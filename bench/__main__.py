@@ -248,30 +248,42 @@ class Bench:
                   sep="\n", file=sys.stderr)
         return r
 
-    def median(self, system: str, metric: str, n: int, limit: float):  # type: ignore[no-untyped-def]
-        """Median over --runs of a number or of each element of a tuple; or "n/a (reason)".
-
-        A failed run is tried once more after a pause (the stores are shared with other work on
-        this machine, e.g. a test suite restarting PostgreSQL); failing twice ends that figure."""
-        values = []
-        for _ in range(self.args.runs):
+    def attempt(self, system: str, metric: str, n: int, limit: float) -> dict:  # type: ignore[type-arg]
+        """One run; a failed run is tried once more after a pause (the stores are shared with
+        other work on this machine, e.g. a test suite restarting PostgreSQL)."""
+        r = self.once(system, metric, n, limit)
+        if "error" in r:
+            time.sleep(RETRY_PAUSE)
+            self.notes.append(f"{system} {metric}: a run failed ({r['error']}) and was tried again")
             r = self.once(system, metric, n, limit)
             if "error" in r:
-                time.sleep(RETRY_PAUSE)
-                self.notes.append(f"{system} {metric}: a run failed ({r['error']}) and was tried again")
-                r = self.once(system, metric, n, limit)
-            if "error" in r:
-                if not values:
-                    return f"n/a ({r['error']})"
-                self.notes.append(f"{system} {metric}: a run failed twice ({r['error']}); "
-                                  "median of the others")
-                continue
-            values.append(r["value"])
+                self.notes.append(f"{system} {metric}: a run failed twice ({r['error']})")
+        return r
+
+    @staticmethod
+    def median(results: list[dict]):  # type: ignore[no-untyped-def, type-arg]
+        """Median over the runs of a number or of each element of a tuple; or "n/a (reason)"."""
+        values = [r["value"] for r in results if "error" not in r]
+        if not values:
+            return f"n/a ({results[0]['error']})" if results else "n/a (not run)"
         if values[0] is None:
             return None
         if isinstance(values[0], list):
             return [statistics.median(v[i] for v in values) for i in range(len(values[0]))]
         return statistics.median(values)
+
+    def repeated(self, system: str, metric: str, n: int, limit: float):  # type: ignore[no-untyped-def]
+        return self.median([self.attempt(system, metric, n, limit) for _ in range(self.args.runs)])
+
+    def alternated(self, systems: list[tuple[str, int]], metric: str, limit: float):  # type: ignore[no-untyped-def]
+        """``metric`` for each (system, n), run 1 of every system, then run 2 of every system...:
+        on a machine whose speed drifts (a shared host), each system sees the same spread of
+        conditions. Returns {system: median}."""
+        results: dict[str, list[dict]] = {system: [] for system, _ in systems}  # type: ignore[type-arg]
+        for _ in range(self.args.runs):
+            for system, n in systems:
+                results[system].append(self.attempt(system, metric, n, limit))
+        return {system: self.median(found) for system, found in results.items()}
 
 
 def fmt_rate(v) -> str:  # type: ignore[no-untyped-def]
@@ -333,34 +345,40 @@ def main() -> None:
     bench = Bench(args)
     packages: set[str] = set()
     configs: list[str] = []
-    rows: list[str] = []
     header = ["| system | store | enqueue 1-by-1/s | bulk enqueue/s | drain jobs/s "
               "| latency p50 / p95 / p99 ms |", "|---|---|---|---|---|---|"]
     print("\n".join(header), flush=True)
-    for system in [s for s in SYSTEMS if chosen(s)]:
+    chosen_systems = [s for s in SYSTEMS if chosen(s)]
+    row_of: dict[str, str] = {}
+    measured: list[tuple[str, str, str, int]] = []  # (system, name, store, jobs to drain)
+    for system in chosen_systems:
         info = bench.once(system, "describe", 0, 120)
         store = (info.get("value") or {}).get("STORE") or ("postgres" if "postgres" in system else "redis")
         name = system.split("-")[0]
         missing = (store == "redis" and redis_version is None) or (store == "postgres" and pg_version is None)
         if "error" in info or missing:
             reason = info.get("error") or f"{store} not reachable"
-            rows.append(f"| {name} | {store} | n/a ({reason}) | — | — | — |")
-            print(rows[-1], flush=True)
+            row_of[system] = f"| {name} | {store} | n/a ({reason}) | — | — | — |"
             continue
         d = info["value"]
         packages.update(d["PACKAGES"] or ())
         drain_n = min(args.jobs, d["DRAIN_MAX"] or args.jobs)
         configs.append(f"  - **{name}** ({store}): worker `{d['WORKER']}`; bulk: {d['BULK'] or 'none'}"
                        + (f"; drain of {drain_n:,} jobs only (slow)" if drain_n < args.jobs else ""))
-        one = bench.median(system, "enqueue_one", one_by_one, 180)
-        bulk = bench.median(system, "enqueue_bulk", args.jobs, 180)
-        rate = bench.median(system, "drain", drain_n, 300)
-        lat = bench.median(system, "latency", args.latency_jobs, 180)
-        cells = [fmt_rate(one), fmt_rate(bulk), fmt_rate(rate), fmt_latency(lat)]
+        measured.append((system, name, store, drain_n))
+    # metric by metric, the runs alternate between the systems (see Bench.alternated)
+    one = bench.alternated([(m[0], one_by_one) for m in measured], "enqueue_one", 180)
+    bulk = bench.alternated([(m[0], args.jobs) for m in measured], "enqueue_bulk", 180)
+    rate = bench.alternated([(m[0], m[3]) for m in measured], "drain", 300)
+    lat = bench.alternated([(m[0], args.latency_jobs) for m in measured], "latency", 180)
+    for system, name, store, _ in measured:
+        cells = [fmt_rate(one[system]), fmt_rate(bulk[system]), fmt_rate(rate[system]),
+                 fmt_latency(lat[system])]
         if all(c == cells[0] and c.startswith("n/a") for c in cells):
             cells[1:] = ["—"] * 3  # one reason for the whole row
-        rows.append(f"| {name} | {store} | " + " | ".join(cells) + " |")
-        print(rows[-1], flush=True)
+        row_of[system] = f"| {name} | {store} | " + " | ".join(cells) + " |"
+    rows = [row_of[system] for system in chosen_systems]
+    print("\n".join(rows), flush=True)
 
     raw_rows: list[str] = []
     if not wanted or "raw" in wanted:
@@ -374,9 +392,9 @@ def main() -> None:
             if not available:
                 raw_rows.append(f"| {label} | " + " | ".join("n/a (not reachable)" for _ in BATCHES) + " |")
                 continue
-            cells = [fmt_rate(bench.median("raw", f"{store}_{b}", args.jobs, 240)) for b in BATCHES]
+            cells = [fmt_rate(bench.repeated("raw", f"{store}_{b}", args.jobs, 240)) for b in BATCHES]
             insert = "postgres_copy" if store == "postgres" else "sqlite_insert"
-            cells.append(fmt_rate(bench.median("raw", insert, args.jobs, 240)))
+            cells.append(fmt_rate(bench.repeated("raw", insert, args.jobs, 240)))
             raw_rows.append(f"| {label} | " + " | ".join(cells) + " |")
             print(raw_rows[-1], flush=True)
         packages.update({"psycopg", "psycopg-binary"})
@@ -392,7 +410,7 @@ def main() -> None:
             full: list[float] = []
             for _ in range(args.runs):  # alternated, so both see the same machine
                 for metric, values in (("drain", empty), ("drain_history", full)):
-                    r = bench.once(system, metric, args.jobs, 600)
+                    r = bench.attempt(system, metric, args.jobs, 600)
                     if "error" not in r:
                         values.append(r["value"])
             if not empty or not full:
@@ -432,6 +450,9 @@ def main() -> None:
         *header,
         *rows,
         "",
+        f"- Each figure is the median of {args.runs} runs; for each figure the runs alternate between the "
+        "systems (run 1 of every system, then run 2 of every system...), so that each sees the same "
+        "drift of a shared machine's speed.",
         f"- enqueue 1-by-1: {one_by_one:,} jobs, one call each, one client process. Bulk: {args.jobs:,} jobs "
         "through the system's own API for many jobs, 1,000 per call (see below for what that is).",
         f"- drain: {args.jobs:,} no-op jobs queued first, then the worker launched; wall time from the "
