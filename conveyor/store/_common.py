@@ -25,6 +25,16 @@ ATTEMPT_COLUMNS = (
 )
 FINISHED = ("succeeded", "dead", "cancelled")
 
+# conveyor doctor's aggregates that read the same in both stores' SQL
+HEALTH_WAITING = (
+    "SELECT name, COUNT(*) FROM conveyor_jobs"
+    " WHERE state IN ('scheduled', 'ready', 'failed') GROUP BY name"
+)
+HEALTH_RUNNING = (
+    "SELECT worker_id, COUNT(*) FROM conveyor_jobs WHERE state = 'running'"
+    " AND worker_id IS NOT NULL GROUP BY worker_id"
+)
+
 
 def attempts_query(param: str) -> str:
     """Every attempt of one job (``param`` is the placeholder of its id, given three times):

@@ -303,14 +303,6 @@ WHERE state = 'running' AND worker_id = %(id)s ORDER BY id
 
 # --- conveyor doctor's aggregates (health_facts); %(at)s is the time they are measured at ------
 HEALTH_CLOCK = "SELECT statement_timestamp(), COALESCE(%(now)s::timestamptz, statement_timestamp())"
-HEALTH_WAITING = (
-    "SELECT name, COUNT(*) FROM conveyor_jobs"
-    " WHERE state IN ('scheduled', 'ready', 'failed') GROUP BY name"
-)
-HEALTH_RUNNING = (
-    "SELECT worker_id, COUNT(*) FROM conveyor_jobs WHERE state = 'running'"
-    " AND worker_id IS NOT NULL GROUP BY worker_id"
-)
 HEALTH_STUCK = f"""
 SELECT {c.JOB_COLUMNS} FROM conveyor_jobs WHERE state = 'running' AND (
     (timeout IS NOT NULL
@@ -982,8 +974,8 @@ class PostgresStore:
             clock, at = row
             params = {"at": at, "grace": float(timeout_grace), "stale": float(stale_after),
                       "limit": limit, "overdue": float(overdue_after), "recent": float(recent)}
-            waiting = conn.execute(HEALTH_WAITING).fetchall()
-            running = conn.execute(HEALTH_RUNNING).fetchall()
+            waiting = conn.execute(c.HEALTH_WAITING).fetchall()
+            running = conn.execute(c.HEALTH_RUNNING).fetchall()
             stuck = conn.execute(HEALTH_STUCK, params).fetchall()
             overdue = conn.execute(HEALTH_OVERDUE, params).fetchone() or (0, None)
             dead = conn.execute(HEALTH_DEAD, params).fetchall()

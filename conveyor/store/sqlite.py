@@ -39,14 +39,6 @@ BUSY_DEADLINE = 120.0  # seconds a write keeps retrying a busy database before g
 SHUTDOWN_REASON = "worker shut down before the job finished; attempt not counted"
 
 # --- conveyor doctor's aggregates (health_facts) ----------------------------------------------
-HEALTH_WAITING = (
-    "SELECT name, COUNT(*) FROM conveyor_jobs"
-    " WHERE state IN ('scheduled', 'ready', 'failed') GROUP BY name"
-)
-HEALTH_RUNNING = (
-    "SELECT worker_id, COUNT(*) FROM conveyor_jobs WHERE state = 'running'"
-    " AND worker_id IS NOT NULL GROUP BY worker_id"
-)
 HEALTH_STUCK = (
     f"SELECT {c.JOB_COLUMNS} FROM conveyor_jobs WHERE state = 'running' AND ("
     " (timeout IS NOT NULL AND started_at + timeout + ? < ?)"
@@ -694,8 +686,8 @@ class SQLiteStore:
         dead = self._read(HEALTH_DEAD, (at - recent,))
         return HealthFacts(
             now=datetime.fromtimestamp(at, UTC), store_clock=datetime.fromtimestamp(clock, UTC),
-            waiting_by_name=dict(self._read(HEALTH_WAITING)),
-            running_by_worker=dict(self._read(HEALTH_RUNNING)),
+            waiting_by_name=dict(self._read(c.HEALTH_WAITING)),
+            running_by_worker=dict(self._read(c.HEALTH_RUNNING)),
             stuck=tuple(c.job_from_row(r, _dt) for r in stuck),
             overdue=overdue, oldest_overdue_at=_dt(oldest),
             dead_recent={(name, cls): n for name, cls, n in dead},
