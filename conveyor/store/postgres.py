@@ -413,10 +413,6 @@ def _copy_text(value: str | None) -> str:
     return value
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def _dt(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is UTC:  # the session's TimeZone is UTC (postgres_conninfo)
         return value
