@@ -1,9 +1,14 @@
 """One worker process: claims jobs into ``concurrency`` slots and runs them.
 
-Sync jobs run on a thread pool, async jobs on one event loop in its own thread. The main thread
-claims (as many jobs as there are free slots, in one store call per queue); a completer thread
-writes outcomes back in batches; a heartbeat thread keeps the process visibly alive and relays
-cancellation requests. No SQL here: every store access is one Store method.
+Sync jobs run on slot threads, async jobs on one event loop in its own thread. The main thread
+claims (for the free slots, in one store call per queue); a completer thread writes outcomes back
+in batches; a heartbeat thread keeps the process visibly alive and relays cancellation requests.
+No SQL here: every store access is one Store method.
+
+Prefetch: when recent jobs are much shorter than a claim's round trip, each claim also takes the
+jobs the slots will get through during the next round trip (``Pace``), so that one commit serves
+many short jobs. They wait in the worker, already claimed, for no longer than about one round trip;
+for jobs that take longer than a round trip nothing is taken ahead of a free slot.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,6 +36,32 @@ log = logging.getLogger("conveyor.worker")
 _FLUSH = object()
 BATCH_WAIT = 0.002  # seconds a busy worker may wait to claim a bigger batch
 COMPLETER_GRACE = 0.02  # seconds an outcome waits to ride along with a claim before its own write
+PREFETCH_MAX = 3  # at most this many times ``concurrency`` jobs claimed beyond the slots
+
+
+class Pace:
+    """Moving averages of how long a job runs and how long a claim takes, and from them how many
+    jobs to claim ahead of free slots: what the slots get through during one claim round trip."""
+
+    WEIGHT = 0.1  # of the newest sample
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.job = 0.0  # seconds; 0 until a job has run
+        self.claim = 0.0
+
+    def ran(self, seconds: float) -> None:
+        self.job = seconds if not self.job else self.job + self.WEIGHT * (seconds - self.job)
+
+    def claimed(self, seconds: float) -> None:
+        self.claim = seconds if not self.claim else self.claim + self.WEIGHT * (seconds - self.claim)
+
+    def ahead(self) -> int:
+        """Jobs worth claiming beyond the free slots (0 while jobs are as long as a claim)."""
+        if not self.job or not self.claim:
+            return 0
+        fits = int(self.concurrency * self.claim / self.job)
+        return min(PREFETCH_MAX * self.concurrency, fits)
 
 
 class Outage:
@@ -94,15 +126,17 @@ class Worker:
         self.id = worker_id
         self.queues = queues or QueueSpec()
         self._order = self.queues.selector()
-        self._batch = max(1, concurrency // 2)
         self.concurrency = concurrency
+        self._pace = Pace(concurrency)
         self.supervisor_id = supervisor_id
         self.parent_pid = os.getppid()
         self._running: dict[int, executor.Call] = {}
+        self._waiting: deque[JobRecord] = deque()  # claimed ahead, waiting for a free slot
         self._held: set[str] = set()  # leases claimed and not yet written back or returned
         self._lock = threading.Lock()
         self._outcomes: queue.SimpleQueue[JobOutcome | object] = queue.SimpleQueue()
         self._slot_freed = threading.Event()
+        self._idle = threading.Event()  # the claim loop waits for jobs: no claim is coming soon
         self._stop = threading.Event()
         self._force = threading.Event()
         self._slots = Slots(concurrency, self._run_sync)
@@ -141,6 +175,7 @@ class Worker:
         try:
             self._claim_loop()
         finally:
+            self._idle.set()
             self._shutdown(completer)
         return 0
 
@@ -160,14 +195,18 @@ class Worker:
             if self._orphaned():
                 break
             self._slot_freed.clear()
-            free = self._free_slots()
-            if free <= 0:
+            wanted = self._wanted()
+            if wanted <= 0:
                 self._slot_freed.wait(poll)
                 continue
             try:
-                jobs = self._claim(free)
+                began = time.perf_counter()
+                jobs = self._claim(wanted)
+                self._pace.claimed(time.perf_counter() - began)
                 if not jobs:
+                    self._idle.set()
                     self.app.store.wait_for_jobs(poll)
+                    self._idle.clear()
                 outage.ok()
             except StoreError as e:
                 self._stop.wait(outage.failed(e))
@@ -175,20 +214,26 @@ class Worker:
             for job in jobs:
                 self._start(job)
 
-    def _free_slots(self) -> int:
-        """Free slots to claim for. While jobs are in flight, wait a moment (BATCH_WAIT) for half
-        the slots to come free: a claim is a commit, and one commit for many jobs is what lets
-        short jobs drain fast. An idle worker claims at once."""
-        free = self.concurrency - self.busy
+    def _in_hand(self) -> int:
+        with self._lock:
+            return len(self._running) + len(self._waiting)
+
+    def _wanted(self) -> int:
+        """How many jobs to claim now: free slots plus what to claim ahead (Pace). While jobs are
+        in hand, wait a moment (BATCH_WAIT) for half of that room to come free: a claim is a
+        commit, and one commit for many jobs is what lets short jobs drain fast. An idle worker
+        claims at once."""
+        room = self.concurrency + self._pace.ahead()
+        wanted = room - self._in_hand()
         deadline = time.monotonic() + BATCH_WAIT
-        while 0 < free < self._batch and free < self.concurrency:
+        while 0 < wanted < max(1, room // 2) and wanted < room:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             self._slot_freed.wait(left)
             self._slot_freed.clear()
-            free = self.concurrency - self.busy
-        return free
+            wanted = room - self._in_hand()
+        return wanted
 
     def _claim(self, free: int) -> list[JobRecord]:
         """Claim for the free slots, queue by queue; outcomes waiting to be written ride along
@@ -235,9 +280,18 @@ class Worker:
         _log_rejected(outcomes, accepted)
 
     def _start(self, job: JobRecord) -> None:
+        """Run a claimed job in a free slot, or keep it until one frees up (claimed ahead)."""
+        with self._lock:
+            if len(self._running) >= self.concurrency or self._waiting:
+                self._waiting.append(job)
+                return
+        self._launch(job)
+
+    def _launch(self, job: JobRecord) -> None:
         call = executor.prepare(self.app, job, self.id)
         if isinstance(call, JobOutcome):
             self._outcomes.put(call)
+            self._slot_freed.set()
             return
         assert call.definition is not None
         with self._lock:
@@ -254,10 +308,19 @@ class Worker:
         self._done(call, await executor.run_async(self.app, call))
 
     def _done(self, call: executor.Call, outcome: JobOutcome) -> None:
+        self._pace.ran(time.perf_counter() - call.started)
+        following = None
         with self._lock:
             self._running.pop(call.job.id, None)
+            if self._waiting and not self._stop.is_set():
+                following = self._waiting.popleft()
         self._outcomes.put(outcome)
         self._slot_freed.set()
+        while following is not None:
+            self._launch(following)
+            with self._lock:  # the next one, if that job could not even start
+                following = (self._waiting.popleft() if self._waiting and not self._stop.is_set()
+                             and len(self._running) < self.concurrency else None)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -287,9 +350,10 @@ class Worker:
                     stopping = True
                     continue
                 # a busy claim loop writes outcomes with its next claim, in the same commit;
-                # give it that chance, and write here only what it left (an idle worker's)
+                # give it that chance, and write here only what it left (an idle worker's, at
+                # once: no claim is coming to carry them)
                 self._outcomes.put(item)
-                self._stop.wait(COMPLETER_GRACE)
+                self._idle.wait(COMPLETER_GRACE)
             while len(pending) < 1000:
                 try:
                     item = self._outcomes.get_nowait()
@@ -355,6 +419,11 @@ class Worker:
     # --- shutdown -------------------------------------------------------------------------
     def _shutdown(self, completer: threading.Thread) -> None:
         deadline = time.monotonic() + self.app.settings.shutdown_timeout
+        with self._lock:  # claimed ahead and never started: back to the queue at once
+            unstarted = [(job.id, job.lease or "") for job in self._waiting]
+            self._waiting.clear()
+        if unstarted:
+            self._release(unstarted, UNSTARTED_REASON)
         if self.busy:
             log.info("stopping: waiting for running jobs", extra={
                 "worker": self.id, "running": self.busy,
@@ -368,21 +437,26 @@ class Worker:
         completer.join(timeout=None if not self._force.is_set() else 5)
         if leftover:
             self._release(leftover)
+        returned = len(unstarted) + len(leftover)
         try:
             self.app.store.process_deregister(self.id)
         except StoreError as e:
             log.warning("could not deregister worker", extra={"error": str(e)})
         self._slots.shutdown()
-        log.info("worker stopped", extra={"worker": self.id, "returned": len(leftover)})
+        log.info("worker stopped", extra={"worker": self.id, "returned": returned})
 
-    def _release(self, leases: list[tuple[int, str]]) -> None:
+    def _release(self, leases: list[tuple[int, str]], reason: str | None = None) -> None:
         outage = Outage("returning unfinished jobs")
         deadline = time.monotonic() + 30
         while True:
             try:
-                n = self.app.store.job_release(leases)
-                log.warning("returned unfinished jobs to ready, attempt not counted",
-                            extra={"worker": self.id, "jobs": n})
+                n = self.app.store.job_release(leases, reason=reason)
+                if reason == UNSTARTED_REASON:
+                    log.info("returned jobs claimed ahead and not started",
+                             extra={"worker": self.id, "jobs": n})
+                else:
+                    log.warning("returned unfinished jobs to ready, attempt not counted",
+                                extra={"worker": self.id, "jobs": n})
                 return
             except StoreError as e:
                 if time.monotonic() > deadline:
@@ -392,6 +466,10 @@ class Worker:
                 time.sleep(outage.failed(e))
 
 
+UNSTARTED_REASON = (
+    "claimed ahead of a free slot and not started before the worker stopped;"
+    " returned to the queue, attempt not counted"
+)
 UNHEARD_REASON = (
     "the claim committed but its reply never reached the worker (connection lost);"
     " returned to the queue, attempt not counted"
