@@ -25,10 +25,38 @@ ATTEMPT_COLUMNS = (
 )
 FINISHED = ("succeeded", "dead", "cancelled")
 
+# States a job that runs and succeeds never passes through. Listing by state or name is indexed
+# for these only (migration 0002); a query that wants those indexes repeats this predicate
+# literally, since SQLite uses a partial index only when the query names its condition.
+QUIET = ("scheduled", "failed", "dead", "cancelled", "blocked")
+QUIET_SQL = (
+    "(state = 'scheduled' OR state = 'failed' OR state = 'dead' OR state = 'cancelled'"
+    " OR state = 'blocked')"
+)
+
+
+def quiet(states: Sequence[Any]) -> bool:
+    """True if every one of ``states`` (JobState or str) is one of QUIET."""
+    return bool(states) and all(str(s) in QUIET for s in states)
+
+
+# jobs by queue and state, each part read through its partial index (succeeded not counted)
+QUEUE_COUNTS = (
+    "SELECT queue, state, COUNT(*) FROM conveyor_jobs"
+    f" WHERE state IN ('scheduled', 'failed', 'dead', 'blocked') AND {QUIET_SQL}"
+    " GROUP BY queue, state"
+    " UNION ALL SELECT queue, 'ready', COUNT(*) FROM conveyor_jobs WHERE state = 'ready'"
+    " GROUP BY queue"
+    " UNION ALL SELECT queue, 'running', COUNT(*) FROM conveyor_jobs WHERE state = 'running'"
+    " GROUP BY queue"
+)
+
 # conveyor doctor's aggregates that read the same in both stores' SQL
 HEALTH_WAITING = (
-    "SELECT name, COUNT(*) FROM conveyor_jobs"
-    " WHERE state IN ('scheduled', 'ready', 'failed') GROUP BY name"
+    "SELECT name, CAST(SUM(n) AS INTEGER) FROM ("
+    "SELECT name, COUNT(*) AS n FROM conveyor_jobs WHERE state = 'ready' GROUP BY name"
+    " UNION ALL SELECT name, COUNT(*) FROM conveyor_jobs"
+    f" WHERE state IN ('scheduled', 'failed') AND {QUIET_SQL} GROUP BY name) AS w GROUP BY name"
 )
 HEALTH_RUNNING = (
     "SELECT worker_id, COUNT(*) FROM conveyor_jobs WHERE state = 'running'"

@@ -25,7 +25,7 @@ from ..models import (
     QueueStats,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)

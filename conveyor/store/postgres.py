@@ -686,6 +686,8 @@ class PostgresStore:
         if filter.states:
             where.append("state = ANY(%s)")
             params.append([str(s) for s in filter.states])
+            if c.quiet(filter.states):
+                where.append(c.QUIET_SQL)
         for column, value in (
             ("queue", filter.queue), ("name", filter.name), ("worker_id", filter.worker_id)
         ):
@@ -793,6 +795,8 @@ class PostgresStore:
 
     def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]:
         sql = "SELECT id FROM conveyor_jobs WHERE state = %(state)s"
+        if c.quiet([state]):
+            sql += f" AND {c.QUIET_SQL}"
         if queue is not None:
             sql += " AND queue = %(queue)s"
         rows = self._rows(sql + " ORDER BY id", {"state": str(state), "queue": queue})
@@ -844,11 +848,7 @@ class PostgresStore:
 
     def queue_stats(self) -> list[QueueStats]:
         with self._connect() as conn:
-            counted = conn.execute(
-                "SELECT queue, state, COUNT(*) FROM conveyor_jobs WHERE state IN"
-                " ('scheduled', 'ready', 'running', 'failed', 'dead', 'blocked')"
-                " GROUP BY queue, state"
-            ).fetchall()
+            counted = conn.execute(c.QUEUE_COUNTS).fetchall()
             oldest = dict(conn.execute(
                 "SELECT queue, MIN(run_at) FROM conveyor_jobs WHERE state = 'ready' GROUP BY queue"
             ).fetchall())

@@ -50,10 +50,13 @@ HEALTH_OVERDUE = (
     "SELECT COUNT(*), MIN(run_at) FROM conveyor_jobs"
     " WHERE state IN ('scheduled', 'failed') AND run_at < ?"
 )
+# the condition of the finished index, word for word (migration 0002), so queries can use it
+FINISHED_SQL = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')"
 HEALTH_DEAD = (  # error is "Class: message" or "Class"
     "SELECT name, CASE WHEN instr(COALESCE(error, ''), ':') > 0"
     " THEN substr(error, 1, instr(error, ':') - 1) ELSE COALESCE(error, '') END, COUNT(*)"
-    " FROM conveyor_jobs WHERE state = 'dead' AND finished_at >= ? GROUP BY 1, 2"
+    f" FROM conveyor_jobs WHERE state = 'dead' AND {c.QUIET_SQL} AND finished_at >= ?"
+    " GROUP BY 1, 2"
 )
 HEALTH_UNKNOWN = (
     "SELECT name, COUNT(*) FROM conveyor_jobs"
@@ -304,6 +307,8 @@ class SQLiteStore:
         if filter.states:
             where.append(f"state IN ({','.join('?' * len(filter.states))})")
             params += [str(s) for s in filter.states]
+            if c.quiet(filter.states):
+                where.append(c.QUIET_SQL)
         for column, value in (
             ("queue", filter.queue), ("name", filter.name), ("worker_id", filter.worker_id)
         ):
@@ -476,16 +481,14 @@ class SQLiteStore:
                 conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
 
     def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]:
-        if queue is None:
-            rows = self._read(
-                "SELECT id FROM conveyor_jobs WHERE state = ? ORDER BY id", (str(state),)
-            )
-        else:
-            rows = self._read(
-                "SELECT id FROM conveyor_jobs WHERE state = ? AND queue = ? ORDER BY id",
-                (str(state), queue),
-            )
-        return [r[0] for r in rows]
+        sql = "SELECT id FROM conveyor_jobs WHERE state = ?"
+        params: list[Any] = [str(state)]
+        if c.quiet([state]):
+            sql += f" AND {c.QUIET_SQL}"
+        if queue is not None:
+            sql += " AND queue = ?"
+            params.append(queue)
+        return [r[0] for r in self._read(sql + " ORDER BY id", params)]
 
     # --- time-driven duties -----------------------------------------------------------
     def jobs_promote(
@@ -501,10 +504,12 @@ class SQLiteStore:
 
     def jobs_prune(self, *, succeeded_before: datetime, dead_before: datetime) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM conveyor_jobs WHERE (state = 'succeeded' AND finished_at < ?)"
-                " OR (state IN ('dead', 'cancelled') AND finished_at < ?) LIMIT 5000",
-                (succeeded_before.timestamp(), dead_before.timestamp()),
+            succeeded, dead = succeeded_before.timestamp(), dead_before.timestamp()
+            ids = [r[0] for r in conn.execute(  # through the finished index: old rows only
+                f"SELECT id FROM conveyor_jobs WHERE {FINISHED_SQL} AND finished_at < ?"
+                " AND ((state = 'succeeded' AND finished_at < ?)"
+                " OR (state IN ('dead', 'cancelled') AND finished_at < ?)) LIMIT 5000",
+                (max(succeeded, dead), succeeded, dead),
             )]
             self._delete_jobs(conn, ids)
             return len(ids)
@@ -582,10 +587,7 @@ class SQLiteStore:
 
     def queue_stats(self) -> list[QueueStats]:
         counts: dict[str, dict[JobState, int]] = {}
-        for queue, state, n in self._read(
-            "SELECT queue, state, COUNT(*) FROM conveyor_jobs WHERE state IN"
-            " ('scheduled', 'ready', 'running', 'failed', 'dead', 'blocked') GROUP BY queue, state"
-        ):
+        for queue, state, n in self._read(c.QUEUE_COUNTS):
             counts.setdefault(queue, {})[JobState(state)] = n
         oldest = dict(self._read(
             "SELECT queue, MIN(run_at) FROM conveyor_jobs WHERE state = 'ready' GROUP BY queue"

@@ -737,6 +737,51 @@ def test_a_store_without_schema_says_to_migrate(fresh_url: str) -> None:
         store.close()
 
 
+def _index_names(url: str) -> set[str]:
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(sqlite_path(url))) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    else:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT indexname FROM pg_indexes").fetchall()
+    return {r[0] for r in rows}
+
+
+def test_a_version_1_store_with_jobs_upgrades_and_keeps_them(fresh_url: str) -> None:
+    from conveyor.store._common import migrations
+
+    backend = "sqlite" if fresh_url.startswith("sqlite") else "postgres"
+    version, first = migrations(backend)[0]
+    assert version == 1
+    if backend == "sqlite":  # as a store of schema version 1 left it
+        with closing(sqlite3.connect(sqlite_path(fresh_url))) as conn, conn:
+            conn.executescript(first)  # creates conveyor_schema too
+            conn.execute("INSERT INTO conveyor_schema VALUES (1, 0)")
+            conn.execute("INSERT INTO conveyor_jobs (name, state, run_at, created_at)"
+                         " VALUES ('old', 'dead', 0, 0)")
+    else:
+        with psycopg.connect(fresh_url, autocommit=True) as conn:
+            conn.execute(first)  # creates conveyor_schema too
+            conn.execute("INSERT INTO conveyor_schema (version) VALUES (1)")
+            conn.execute("INSERT INTO conveyor_jobs (name, state, run_at, created_at)"
+                         " VALUES ('old', 'dead', now(), now())")
+    assert {"conveyor_jobs_state", "conveyor_jobs_name"} <= _index_names(fresh_url)
+    store = open_store(fresh_url)
+    try:
+        assert store.schema_version() == 1
+        assert store.migrate() == SCHEMA_VERSION
+        [old] = store.job_list(JobFilter(states=(JobState.DEAD,), name="old"))
+        assert old.name == "old"
+        assert store.job_ids_by_state(JobState.DEAD) == [old.id]
+        assert [q.counts for q in store.queue_stats()] == [{JobState.DEAD: 1}]
+    finally:
+        store.close()
+    names = _index_names(fresh_url)
+    assert {"conveyor_jobs_quiet_state", "conveyor_jobs_quiet_name"} <= names
+    assert not {"conveyor_jobs_state", "conveyor_jobs_name"} & names, (
+        "whole-table indexes on state and name cost every claim and finish an index insert")
+
+
 def test_concurrent_migrations_all_succeed_once(fresh_url: str) -> None:
     results: list[object] = []
 
