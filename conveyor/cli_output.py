@@ -12,12 +12,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:  # rich is imported by the commands that print tables, not by `worker`
+    from rich.console import Console
+    from rich.text import Text
 
 from .models import AttemptRecord, JobRecord, JobState, LogRecord, ProcessRecord, QueueStats
 
@@ -35,6 +36,8 @@ _JSON_PAYLOADS = ("args", "kwargs", "result")
 
 def console() -> Console:
     """stdout, 120 columns when not a terminal so piped tables stay readable."""
+    from rich.console import Console
+
     wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
     return Console(width=wide, highlight=False, soft_wrap=False)
 
@@ -153,10 +156,15 @@ def worker_row(p: ProcessRecord, now: datetime, stale_after: float) -> dict[str,
 
 # --- tables ---------------------------------------------------------------------------------
 def _state(state: str) -> Text:
+    from rich.text import Text
+
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
 def render_queues(rows: Sequence[dict[str, Any]], out: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     if not rows:
         out.print("No queue has jobs waiting, running or dead.")
         return
@@ -175,6 +183,9 @@ def render_queues(rows: Sequence[dict[str, Any]], out: Console) -> None:
 
 
 def render_workers(rows: Sequence[dict[str, Any]], out: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     if not rows:
         out.print("No workers are running. Start one with: conveyor -A MODULE:APP worker")
         return
@@ -193,6 +204,9 @@ def render_workers(rows: Sequence[dict[str, Any]], out: Console) -> None:
 
 
 def render_jobs(jobs: Sequence[JobRecord], now: datetime, out: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     if not jobs:
         out.print("No jobs match.")
         return
@@ -213,6 +227,9 @@ def render_jobs(jobs: Sequence[JobRecord], now: datetime, out: Console) -> None:
 
 
 def render_job(detail: dict[str, Any], job: JobRecord, now: datetime, out: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     """One job, every attempt with its traceback, and its logs: what a person debugs from."""
     out.print(Text.assemble(("job ", "bold"), (str(job.id), "bold"), "  ", (job.name, "bold"),
                             "  ", _state(str(job.state))))
@@ -251,6 +268,8 @@ def render_job(detail: dict[str, Any], job: JobRecord, now: datetime, out: Conso
 
 
 def _render_attempts(attempts: Sequence[dict[str, Any]], out: Console) -> None:
+    from rich.text import Text
+
     out.print(Text(f"\nattempts ({len(attempts)})", style="bold"))
     if not attempts:
         out.print("  none yet")

@@ -22,7 +22,6 @@ from . import executor
 from .clock import utcnow
 from .context import JobContext
 from .errors import ConveyorError, JobCancelled, JobTimeout, StoreError, StoreUnavailable
-from .health import HealthServer
 from .maintenance import Duty, Maintenance
 from .models import JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
 from .queues import QueueSpec
@@ -30,6 +29,7 @@ from .worker import Outage, Worker
 
 if TYPE_CHECKING:
     from .app import Conveyor
+    from .health import HealthServer
 
 log = logging.getLogger("conveyor.supervisor")
 LEADER = "maintenance"
@@ -70,6 +70,8 @@ class Supervisor:
         self._store_ok = False
         self.health: HealthServer | None = None
         if health_port is not None:
+            from .health import HealthServer  # http.server only when asked for
+
             self.health = HealthServer(health_host, health_port, live=self._live, ready=self._ready)
         self._orphans: dict[str, str] = {}  # worker id -> why it died, until its jobs are rescued
 
