@@ -15,3 +15,7 @@ DROP INDEX conveyor_jobs_name;
 DROP INDEX conveyor_jobs_finished;
 CREATE INDEX conveyor_jobs_finished ON conveyor_jobs (finished_at)
     WHERE (state = 'succeeded' OR state = 'dead' OR state = 'cancelled');
+DROP INDEX conveyor_jobs_unique;
+CREATE UNIQUE INDEX conveyor_jobs_unique ON conveyor_jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND (state = 'scheduled' OR state = 'ready' OR state = 'running'
+                                      OR state = 'failed' OR state = 'blocked');
