@@ -37,6 +37,7 @@ _FLUSH = object()
 BATCH_WAIT = 0.002  # seconds a busy worker may wait to claim a bigger batch
 COMPLETER_GRACE = 0.02  # seconds an outcome waits to ride along with a claim before its own write
 PREFETCH_MAX = 3  # at most this many times ``concurrency`` jobs claimed beyond the slots
+WAITING_MAX = 1.0  # seconds a job claimed ahead may wait for a slot before it is returned
 
 
 class Pace:
@@ -52,6 +53,10 @@ class Pace:
 
     def ran(self, seconds: float) -> None:
         self.job = seconds if not self.job else self.job + self.WEIGHT * (seconds - self.job)
+
+    def stalled(self, seconds: float) -> None:
+        """Slots stayed busy this long: take jobs to be that long until finished ones say not."""
+        self.job = max(self.job, seconds)
 
     def claimed(self, seconds: float) -> None:
         self.claim = seconds if not self.claim else self.claim + self.WEIGHT * (seconds - self.claim)
@@ -131,7 +136,8 @@ class Worker:
         self.supervisor_id = supervisor_id
         self.parent_pid = os.getppid()
         self._running: dict[int, executor.Call] = {}
-        self._waiting: deque[JobRecord] = deque()  # claimed ahead, waiting for a free slot
+        # claimed ahead, waiting for a free slot: (job, time.monotonic() when claimed)
+        self._waiting: deque[tuple[JobRecord, float]] = deque()
         self._held: set[str] = set()  # leases claimed and not yet written back or returned
         self._lock = threading.Lock()
         self._outcomes: queue.SimpleQueue[JobOutcome | object] = queue.SimpleQueue()
@@ -195,9 +201,10 @@ class Worker:
             if self._orphaned():
                 break
             self._slot_freed.clear()
+            self._return_overdue_waiting()
             wanted = self._wanted()
             if wanted <= 0:
-                self._slot_freed.wait(poll)
+                self._slot_freed.wait(min(poll, WAITING_MAX))
                 continue
             try:
                 began = time.perf_counter()
@@ -213,6 +220,29 @@ class Worker:
                 continue
             for job in jobs:
                 self._start(job)
+
+    def _return_overdue_waiting(self) -> None:
+        """Jobs claimed ahead wait about one claim's round trip, unless the jobs in the slots
+        turn out long (the moving average learns it only as they finish). Past WAITING_MAX they
+        go back to the queue, attempt not counted, for a worker with a free slot."""
+        limit = time.monotonic() - WAITING_MAX
+        with self._lock:
+            if not self._waiting or self._waiting[0][1] > limit:
+                return
+            overdue = [job for job, _ in self._waiting]
+            self._waiting.clear()
+        self._pace.stalled(WAITING_MAX)  # or the next claim would take as many ahead again
+        try:
+            self.app.store.job_release([(j.id, j.lease or "") for j in overdue],
+                                       reason=OVERDUE_WAITING_REASON)
+        except StoreError:
+            with self._lock:  # still ours: run them here, or try again on the next turn
+                self._waiting.extendleft((job, time.monotonic()) for job in reversed(overdue))
+            return
+        with self._lock:
+            self._held.difference_update(j.lease for j in overdue)
+        log.info("returned jobs claimed ahead: the slots stayed busy",
+                 extra={"worker": self.id, "jobs": len(overdue)})
 
     def _in_hand(self) -> int:
         with self._lock:
@@ -283,7 +313,7 @@ class Worker:
         """Run a claimed job in a free slot, or keep it until one frees up (claimed ahead)."""
         with self._lock:
             if len(self._running) >= self.concurrency or self._waiting:
-                self._waiting.append(job)
+                self._waiting.append((job, time.monotonic()))
                 return
         self._launch(job)
 
@@ -313,13 +343,13 @@ class Worker:
         with self._lock:
             self._running.pop(call.job.id, None)
             if self._waiting and not self._stop.is_set():
-                following = self._waiting.popleft()
+                following = self._waiting.popleft()[0]
         self._outcomes.put(outcome)
         self._slot_freed.set()
         while following is not None:
             self._launch(following)
             with self._lock:  # the next one, if that job could not even start
-                following = (self._waiting.popleft() if self._waiting and not self._stop.is_set()
+                following = (self._waiting.popleft()[0] if self._waiting and not self._stop.is_set()
                              and len(self._running) < self.concurrency else None)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -420,7 +450,7 @@ class Worker:
     def _shutdown(self, completer: threading.Thread) -> None:
         deadline = time.monotonic() + self.app.settings.shutdown_timeout
         with self._lock:  # claimed ahead and never started: back to the queue at once
-            unstarted = [(job.id, job.lease or "") for job in self._waiting]
+            unstarted = [(job.id, job.lease or "") for job, _ in self._waiting]
             self._waiting.clear()
         if unstarted:
             self._release(unstarted, UNSTARTED_REASON)
@@ -469,6 +499,10 @@ class Worker:
 UNSTARTED_REASON = (
     "claimed ahead of a free slot and not started before the worker stopped;"
     " returned to the queue, attempt not counted"
+)
+OVERDUE_WAITING_REASON = (
+    "claimed ahead of a free slot, but the slots stayed busy; returned to the queue unstarted,"
+    " attempt not counted"
 )
 UNHEARD_REASON = (
     "the claim committed but its reply never reached the worker (connection lost);"

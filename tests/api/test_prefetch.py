@@ -102,3 +102,30 @@ def test_jobs_claimed_ahead_go_back_unstarted_at_once_on_shutdown(held) -> None:
         [attempt] = h.attempts()
         assert attempt.outcome == "shutdown"
         assert attempt.error_message == UNSTARTED_REASON
+
+
+def test_jobs_claimed_ahead_go_back_when_the_slots_stay_busy(held, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from conveyor import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "WAITING_MAX", 0.3)
+    app, hold, release, started = held
+    handles = [hold.enqueue(i) for i in range(PREFETCH_MAX + 1)]
+    worker, thread = _worker_claiming_ahead(app)
+    wait_until(lambda: all(h.status() is JobState.RUNNING for h in handles), message="all claimed")
+    # the first job holds the only slot; the ones claimed behind it are handed back for others
+    wait_until(lambda: all(h.status() is JobState.READY for h in handles[1:]),
+               message="jobs claimed ahead returned while the slot stays busy")
+    assert handles[0].status() is JobState.RUNNING
+    assert worker._pace.ahead() == 0, "having seen a long job, it claims nothing ahead"
+    for h in handles[1:]:
+        assert h.record().attempt == 0
+        assert [a.error_message for a in h.attempts()] == [worker_module.OVERDUE_WAITING_REASON]
+    time.sleep(0.5)  # not a synchronisation: the returned jobs must stay returned meanwhile
+    assert all(h.status() is JobState.READY for h in handles[1:]), "claimed and returned again"
+    release.set()
+    for h in handles:
+        assert h.wait(timeout=20) is JobState.SUCCEEDED
+    assert started == list(range(PREFETCH_MAX + 1))
+    worker.request_stop()
+    thread.join(20)
+    assert not thread.is_alive()
