@@ -67,6 +67,16 @@ def _worker_claiming_ahead(app: Conveyor) -> tuple[Worker, threading.Thread]:
     return worker, thread
 
 
+def _all_run_in_order_then_stop(handles: list[Any], started: list[int], worker: Worker,
+                                thread: threading.Thread) -> None:
+    for h in handles:
+        assert h.wait(timeout=20) is JobState.SUCCEEDED
+    assert started == list(range(len(handles)))
+    worker.request_stop()
+    thread.join(20)
+    assert not thread.is_alive()
+
+
 def test_jobs_claimed_ahead_wait_for_the_slot_then_run_in_order(held) -> None:  # type: ignore[no-untyped-def]
     app, hold, release, started = held
     handles = [hold.enqueue(i) for i in range(PREFETCH_MAX + 1)]
@@ -74,12 +84,7 @@ def test_jobs_claimed_ahead_wait_for_the_slot_then_run_in_order(held) -> None:  
     wait_until(lambda: all(h.status() is JobState.RUNNING for h in handles), message="all claimed")
     assert started == [0], "one slot: one job runs, the ones claimed ahead wait"
     release.set()
-    for h in handles:
-        assert h.wait(timeout=20) is JobState.SUCCEEDED
-    assert started == list(range(PREFETCH_MAX + 1))
-    worker.request_stop()
-    thread.join(20)
-    assert not thread.is_alive()
+    _all_run_in_order_then_stop(handles, started, worker, thread)
 
 
 def test_jobs_claimed_ahead_go_back_unstarted_at_once_on_shutdown(held) -> None:  # type: ignore[no-untyped-def]
@@ -123,9 +128,4 @@ def test_jobs_claimed_ahead_go_back_when_the_slots_stay_busy(held, monkeypatch) 
     time.sleep(0.5)  # not a synchronisation: the returned jobs must stay returned meanwhile
     assert all(h.status() is JobState.READY for h in handles[1:]), "claimed and returned again"
     release.set()
-    for h in handles:
-        assert h.wait(timeout=20) is JobState.SUCCEEDED
-    assert started == list(range(PREFETCH_MAX + 1))
-    worker.request_stop()
-    thread.join(20)
-    assert not thread.is_alive()
+    _all_run_in_order_then_stop(handles, started, worker, thread)
