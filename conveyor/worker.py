@@ -453,7 +453,8 @@ class Worker:
             unstarted = [(job.id, job.lease or "") for job, _ in self._waiting]
             self._waiting.clear()
         if unstarted:
-            self._release(unstarted, UNSTARTED_REASON)
+            self._release(unstarted, UNSTARTED_REASON, level=logging.INFO,
+                          said="returned jobs claimed ahead and not started")
         if self.busy:
             log.info("stopping: waiting for running jobs", extra={
                 "worker": self.id, "running": self.busy,
@@ -475,18 +476,17 @@ class Worker:
         self._slots.shutdown()
         log.info("worker stopped", extra={"worker": self.id, "returned": returned})
 
-    def _release(self, leases: list[tuple[int, str]], reason: str | None = None) -> None:
+    def _release(
+        self, leases: list[tuple[int, str]], reason: str | None = None, *,
+        said: str = "returned unfinished jobs to ready, attempt not counted",
+        level: int = logging.WARNING,
+    ) -> None:
         outage = Outage("returning unfinished jobs")
         deadline = time.monotonic() + 30
         while True:
             try:
                 n = self.app.store.job_release(leases, reason=reason)
-                if reason == UNSTARTED_REASON:
-                    log.info("returned jobs claimed ahead and not started",
-                             extra={"worker": self.id, "jobs": n})
-                else:
-                    log.warning("returned unfinished jobs to ready, attempt not counted",
-                                extra={"worker": self.id, "jobs": n})
+                log.log(level, said, extra={"worker": self.id, "jobs": n})
                 return
             except StoreError as e:
                 if time.monotonic() > deadline:
