@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import serialization
+from .clock import utcnow
 from .context import JobContext, _current
 from .errors import (
     ConveyorError,
@@ -98,7 +99,7 @@ async def run_async(app: Conveyor, call: Call) -> JobOutcome:
 def success(app: Conveyor, call: Call, value: Any) -> JobOutcome:
     try:
         result = serialization.dumps(value, path="result")
-    except TypeError as e:
+    except Exception as e:  # TypeError from our limits; RecursionError, ValueError from json
         return failure(app, call, e)
     outcome = JobOutcome(
         job_id=call.job.id, lease=call.job.lease or "", attempt=call.job.attempt,
@@ -125,11 +126,47 @@ def failure(app: Conveyor, call: Call, error: BaseException) -> JobOutcome:
         job_id=job.id, lease=job.lease or "", attempt=job.attempt, worker_id=call.worker_id,
         started_at=job.started_at or app.clock.now(), state=state,
         outcome=kind or AttemptOutcome.ERROR, error_class=_class_name(error),
-        error_message=str(error), retry_at=retry_at,
-        traceback=None if is_ours else "".join(traceback.format_exception(error)),
+        error_message=_text(error), retry_at=retry_at,
+        traceback=None if is_ours else _traceback(error),
     )
     _report(app, call, outcome, error)
     return outcome
+
+def bare_outcome(call: Call) -> JobOutcome:
+    """An outcome for ``call`` made without the app (when making one the usual way failed)."""
+    job = call.job
+    return JobOutcome(
+        job_id=job.id, lease=job.lease or "", attempt=job.attempt, worker_id=call.worker_id,
+        started_at=job.started_at or utcnow(), state=JobState.DEAD, outcome=AttemptOutcome.ERROR,
+    )
+
+
+def unrecordable(outcome: JobOutcome, error: BaseException) -> JobOutcome:
+    """The same attempt, dead: what it produced could not be recorded, and ``error`` says why.
+    Built from plain text only, so that this outcome itself can always be written."""
+    return JobOutcome(
+        job_id=outcome.job_id, lease=outcome.lease, attempt=outcome.attempt,
+        worker_id=outcome.worker_id, started_at=outcome.started_at, state=JobState.DEAD,
+        outcome=AttemptOutcome.ERROR, error_class=_class_name(error),
+        error_message=f"the attempt's outcome could not be recorded: {_text(error)}",
+    )
+
+
+def _text(error: BaseException) -> str:
+    try:
+        text = str(error)
+    except Exception:
+        text = f"<{type(error).__name__} whose message cannot be shown>"
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()[:10_000]
+
+
+def _traceback(error: BaseException) -> str | None:
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # a RecursionError deep in a huge value, say
+        return None
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+
 
 def _class_name(error: BaseException) -> str:
     cls = type(error)

@@ -26,6 +26,21 @@ FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELL
 WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.READY, JobState.FAILED, JobState.BLOCKED})
 
 
+# A job lost with its worker process this many times in a row is a poison pill: dead. The deaths
+# that count are those while it was running; from SUSPECT_AT on, it runs only alone in a fresh
+# process, whose death alone proves the job killed it (see worker.sandbox).
+POISON_AFTER = 3
+SUSPECT_AT = POISON_AFTER - 1
+
+
+class Held(StrEnum):
+    """How far a worker process had got with a job it held, as its supervisor saw it die."""
+
+    WAITING = "waiting"  # claimed, not started: goes back with no attempt recorded
+    RUNNING = "running"  # the job's code was running: a worker_lost attempt, one more strike
+    FINISHED = "finished"  # ran to the end, outcome not yet written: worker_lost, no strike
+
+
 class AttemptOutcome(StrEnum):
     """Why an attempt ended."""
 

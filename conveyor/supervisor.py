@@ -22,8 +22,9 @@ from . import executor
 from .clock import utcnow
 from .context import JobContext
 from .errors import ConveyorError, JobCancelled, JobTimeout, StoreError, StoreUnavailable
+from .ledger import Ledger
 from .maintenance import Duty, Maintenance
-from .models import JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
+from .models import Held, JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
 from .queues import QueueSpec
 from .worker import Outage, Worker
 
@@ -44,6 +45,7 @@ class Child:
     slot: int
     worker_id: str
     started: float
+    ledger: Ledger  # what the child holds, still readable once it has died
 
 
 class Supervisor:
@@ -73,7 +75,8 @@ class Supervisor:
             from .health import HealthServer  # http.server only when asked for
 
             self.health = HealthServer(health_host, health_port, live=self._live, ready=self._ready)
-        self._orphans: dict[str, str] = {}  # worker id -> why it died, until its jobs are rescued
+        # worker id -> why it died and what it held, until its jobs are rescued
+        self._orphans: dict[str, tuple[str, dict[int, Held]]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
     def run(self) -> int:
@@ -158,20 +161,21 @@ class Supervisor:
     # --- children -------------------------------------------------------------------------
     def _spawn(self, slot: int) -> None:
         worker_id = f"w-{uuid.uuid4().hex[:12]}"
+        ledger = Ledger.for_worker(self.concurrency)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # child
             code = 1
             try:
-                code = _child_main(self.app, worker_id, self)
+                code = _child_main(self.app, worker_id, self, ledger)
             except BaseException:
                 traceback.print_exc()
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        self.children[pid] = Child(slot, worker_id, time.monotonic())
+        self.children[pid] = Child(slot, worker_id, time.monotonic(), ledger)
 
     def _reap(self) -> None:
         while self.children:
@@ -196,14 +200,18 @@ class Supervisor:
         delay = min(10.0, 0.25 * 2 ** (crashes - 1)) if quick else 0.0
         self._restart_at[child.slot] = time.monotonic() + delay
         log.error("worker process died; restarting", extra={"pid": pid, "exit": how})
-        self._orphans[child.worker_id] = f"worker process {pid} {how}"
+        self._orphan(child, f"worker process {pid} {how}")
         self._rescue_orphans()
+
+    def _orphan(self, child: Child, reason: str) -> None:
+        self._orphans[child.worker_id] = (reason, child.ledger.read())
+        child.ledger.close()
 
     def _rescue_orphans(self) -> None:
         """Jobs of children that died: rescued now, or as soon as the store answers again."""
-        for worker_id, reason in list(self._orphans.items()):
+        for worker_id, (reason, held) in list(self._orphans.items()):
             try:
-                rescued = self.app.store.jobs_rescue([worker_id], reason)
+                rescued = self.app.store.jobs_rescue([worker_id], reason, held=held)
                 self.app.store.process_deregister(worker_id)
             except StoreError:
                 return  # retried on the next tick; stale-heartbeat rescue is the backstop
@@ -253,14 +261,18 @@ class Supervisor:
         _kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         self._restart_at[child.slot] = time.monotonic()  # whatever happens next, the slot returns
-        self._orphans[child.worker_id] = f"worker process {pid} replaced to stop an overdue job"
+        self._orphan(child, f"worker process {pid} replaced to stop an overdue job")
         store = self.app.store
         accepted = store.job_finish_many([self._stopped(job) for job in overdue])
         others = [j for j in store.job_list(JobFilter(states=(JobState.RUNNING,),
                                                       worker_id=child.worker_id, limit=10_000))]
         ids = ", ".join(str(j.id) for j in overdue)
-        store.job_release([(j.id, j.lease or "") for j in others],
-                          reason=f"worker replaced to stop job {ids}; attempt not counted")
+        held = self._orphans[child.worker_id][1]
+        for started in (True, False):  # those that never started get no attempt row
+            store.job_release(
+                [(j.id, j.lease or "") for j in others
+                 if (held.get(j.id, Held.WAITING) is not Held.WAITING) is started],
+                reason=f"worker replaced to stop job {ids}; attempt not counted", started=started)
         store.process_deregister(child.worker_id)
         del self._orphans[child.worker_id]
         log.warning("replaced a worker to stop overdue jobs", extra={
@@ -294,7 +306,7 @@ class Supervisor:
             log.error("worker did not stop in time; killing", extra={"pid": pid})
             _kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            self._orphans[child.worker_id] = f"worker process {pid} killed at shutdown"
+            self._orphan(child, f"worker process {pid} killed at shutdown")
             del self.children[pid]
         self._rescue_orphans()
 
@@ -311,13 +323,13 @@ class Supervisor:
         log.info("supervisor stopped", extra={"supervisor": self.id})
 
 
-def _child_main(app: Conveyor, worker_id: str, parent: Supervisor) -> int:
+def _child_main(app: Conveyor, worker_id: str, parent: Supervisor, ledger: Ledger) -> int:
     _inherited.append(app._store)  # never touch or close the parent's connections
     if parent.health is not None:
         parent.health.server.socket.close()  # the probe port is the supervisor's alone
     app.use_store(None)
     worker = Worker(app, worker_id=worker_id, queues=parent.queues,
-                    concurrency=parent.concurrency, supervisor_id=parent.id)
+                    concurrency=parent.concurrency, supervisor_id=parent.id, ledger=ledger)
     interrupts = {"n": 0}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -23,10 +23,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import executor
+from . import executor, sandbox
 from .clock import utcnow
-from .errors import StoreError
-from .models import JobOutcome, JobRecord, ProcessRecord
+from .errors import StoreError, StoreUnavailable
+from .ledger import Ledger
+from .models import SUSPECT_AT, Held, JobOutcome, JobRecord, ProcessRecord
 from .queues import QueueSpec
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ BATCH_WAIT = 0.002  # seconds a busy worker may wait to claim a bigger batch
 COMPLETER_GRACE = 0.02  # seconds an outcome waits to ride along with a claim before its own write
 PREFETCH_MAX = 3  # at most this many times ``concurrency`` jobs claimed beyond the slots
 WAITING_MAX = 1.0  # seconds a job claimed ahead may wait for a slot before it is returned
+SUSPECTS_EVERY = 1.0  # seconds between looks for suspects (jobs to run alone) while a slot is free
 
 
 class Pace:
@@ -112,7 +114,11 @@ class Slots:
 
     def _loop(self) -> None:
         while (call := self._calls.get()) is not None:
-            self._run(call)
+            try:
+                self._run(call)
+            except BaseException:  # never lose the slot: the run already recorded what it could
+                log.exception("slot thread: unexpected error after a job", extra={
+                    "job_id": call.job.id})
 
     def shutdown(self) -> None:
         """Threads still in a job finish it and then stop; idle ones stop at once."""
@@ -123,7 +129,7 @@ class Slots:
 class Worker:
     def __init__(
         self, app: Conveyor, *, worker_id: str, queues: QueueSpec | None = None,
-        concurrency: int = 10, supervisor_id: str | None = None,
+        concurrency: int = 10, supervisor_id: str | None = None, ledger: Ledger | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -138,7 +144,12 @@ class Worker:
         self._running: dict[int, executor.Call] = {}
         # claimed ahead, waiting for a free slot: (job, time.monotonic() when claimed)
         self._waiting: deque[tuple[JobRecord, float]] = deque()
-        self._held: set[str] = set()  # leases claimed and not yet written back or returned
+        # (job id, lease) claimed and not yet written back or returned; one claim's jobs share
+        # a lease, so the lease alone does not say which of them are still held
+        self._held: set[tuple[int, str]] = set()
+        # what this process holds, readable by its supervisor after a crash (see ledger)
+        self._ledger = ledger or Ledger.for_worker(concurrency)
+        self._suspects_at = 0.0  # time.monotonic() of the next look for suspects
         self._lock = threading.Lock()
         self._outcomes: queue.SimpleQueue[JobOutcome | object] = queue.SimpleQueue()
         self._slot_freed = threading.Event()
@@ -207,6 +218,7 @@ class Worker:
                 self._slot_freed.wait(min(poll, WAITING_MAX))
                 continue
             try:
+                self._claim_suspect()
                 began = time.perf_counter()
                 jobs = self._claim(wanted)
                 self._pace.claimed(time.perf_counter() - began)
@@ -221,6 +233,33 @@ class Worker:
             for job in jobs:
                 self._start(job)
 
+    def _claim_suspect(self) -> None:
+        """Now and then, with a slot free, take one job that was lost with its process twice
+        in a row, to run it alone (see sandbox)."""
+        now = time.monotonic()
+        if now < self._suspects_at or self.busy >= self.concurrency:
+            return
+        self._suspects_at = now + SUSPECTS_EVERY
+        for name in self.queues.names:
+            got = self.app.store.job_claim(self.id, name, 1, suspects=True)
+            if got:
+                self._hold(got)
+                self._launch(got[0])
+                return
+
+    def _hold(self, jobs: list[JobRecord]) -> None:
+        with self._lock:
+            self._held.update((job.id, job.lease or "") for job in jobs)
+        for job in jobs:
+            self._ledger.hold(job.id, Held.WAITING)
+
+    def _let_go(self, pairs: list[tuple[int, str]]) -> None:
+        """These jobs are written back or returned: no longer held."""
+        with self._lock:
+            self._held.difference_update(pairs)
+        for job_id, _ in pairs:
+            self._ledger.drop(job_id)
+
     def _return_overdue_waiting(self) -> None:
         """Jobs claimed ahead wait about one claim's round trip, unless the jobs in the slots
         turn out long (the moving average learns it only as they finish). Past WAITING_MAX they
@@ -232,15 +271,14 @@ class Worker:
             overdue = [job for job, _ in self._waiting]
             self._waiting.clear()
         self._pace.stalled(WAITING_MAX)  # or the next claim would take as many ahead again
+        pairs = [(j.id, j.lease or "") for j in overdue]
         try:
-            self.app.store.job_release([(j.id, j.lease or "") for j in overdue],
-                                       reason=OVERDUE_WAITING_REASON)
+            self.app.store.job_release(pairs, reason=OVERDUE_WAITING_REASON, started=False)
         except StoreError:
             with self._lock:  # still ours: run them here, or try again on the next turn
                 self._waiting.extendleft((job, time.monotonic()) for job in reversed(overdue))
             return
-        with self._lock:
-            self._held.difference_update(j.lease for j in overdue)
+        self._let_go(pairs)
         log.info("returned jobs claimed ahead: the slots stayed busy",
                  extra={"worker": self.id, "jobs": len(overdue)})
 
@@ -275,16 +313,19 @@ class Worker:
                 try:
                     accepted, got = self.app.store.job_finish_and_claim(
                         pending, self.id, name, free - len(claimed))
-                except StoreError:
+                except StoreUnavailable:
                     for outcome in pending:  # the completer keeps them until the store is back
                         self._outcomes.put(outcome)
                     raise
+                except StoreError as e:  # the store refused one of them: sort it out alone
+                    self._record_each(pending, e)
+                    pending = []
+                    continue
                 self._written(pending, accepted)
                 pending = []
             else:
                 got = self.app.store.job_claim(self.id, name, free - len(claimed))
-            with self._lock:
-                self._held.update(job.lease or "" for job in got)
+            self._hold(got)
             claimed += got
             if len(claimed) >= free:
                 break
@@ -305,9 +346,34 @@ class Worker:
 
     def _written(self, outcomes: list[JobOutcome], accepted: list[bool]) -> None:
         """Outcomes are in the store (or were refused there): their leases are done with."""
-        with self._lock:
-            self._held.difference_update(o.lease for o in outcomes)
+        self._let_go([(o.job_id, o.lease) for o in outcomes])
         _log_rejected(outcomes, accepted)
+
+    def _record_each(self, outcomes: list[JobOutcome], error: StoreError) -> None:
+        """A batch of outcomes the store refused (not unavailable: it answered no). Write them
+        one by one; one it still refuses (a result the database cannot hold) becomes a failed
+        attempt that says why, so the job ends and its slot is never held forever."""
+        log.warning("the store refused a batch of outcomes; recording them one by one",
+                    extra={"worker": self.id, "error": str(error)})
+        for outcome in outcomes:
+            try:
+                self._written([outcome], self.app.store.job_finish_many([outcome]))
+                continue
+            except StoreUnavailable:
+                self._outcomes.put(outcome)  # the completer keeps it until the store is back
+                continue
+            except StoreError as e:
+                refused = executor.unrecordable(outcome, e)
+            try:
+                self._written([outcome], self.app.store.job_finish_many([refused]))
+            except StoreUnavailable:
+                self._outcomes.put(refused)
+            except StoreError as e:  # not even the error fits: give the job back, uncounted
+                log.error("could not record a job's outcome; returning it",
+                          extra={"job_id": outcome.job_id, "error": str(e)})
+                self._release([(outcome.job_id, outcome.lease)],
+                              f"its outcome could not be recorded: {e}")
+                self._let_go([(outcome.job_id, outcome.lease)])
 
     def _start(self, job: JobRecord) -> None:
         """Run a claimed job in a free slot, or keep it until one frees up (claimed ahead)."""
@@ -320,25 +386,64 @@ class Worker:
     def _launch(self, job: JobRecord) -> None:
         call = executor.prepare(self.app, job, self.id)
         if isinstance(call, JobOutcome):
+            self._ledger.hold(job.id, Held.FINISHED)
             self._outcomes.put(call)
             self._slot_freed.set()
             return
         assert call.definition is not None
         with self._lock:
             self._running[job.id] = call
-        if call.definition.is_async:
+        self._ledger.hold(job.id, Held.RUNNING)
+        if call.definition.is_async and job.lost_count < SUSPECT_AT:
             asyncio.run_coroutine_threadsafe(self._run_async(call), self._event_loop())
         else:
             self._slots.submit(call)
 
     def _run_sync(self, call: executor.Call) -> None:
-        self._done(call, executor.run_sync(self.app, call))
+        if call.job.lost_count >= SUSPECT_AT:
+            self._run_alone(call)
+            return
+        try:
+            outcome = executor.run_sync(self.app, call)
+        except BaseException as e:  # after the job's body: encoding, a hook, the log
+            outcome = executor.unrecordable(executor.bare_outcome(call), e)
+        self._done(call, outcome)
 
     async def _run_async(self, call: executor.Call) -> None:
-        self._done(call, await executor.run_async(self.app, call))
+        try:
+            outcome = await executor.run_async(self.app, call)
+        except BaseException as e:
+            outcome = executor.unrecordable(executor.bare_outcome(call), e)
+        self._done(call, outcome)
+
+    def _run_alone(self, call: executor.Call) -> None:
+        """A suspect runs alone in a fresh process; if that process dies, the job killed it."""
+        job = call.job
+        log.warning("running a job alone: it was lost with its process twice in a row",
+                    extra={"job_id": job.id, "job_name": job.name, "worker": self.id})
+        ended = sandbox.run_alone(self.app, call)
+        if isinstance(ended, JobOutcome):
+            self._done(call, ended)
+            return
+        reason = f"the process running it alone {ended}"
+        outage = Outage("recording a poison pill")
+        state = None
+        while not self._force.is_set():
+            try:
+                state = self.app.store.job_lost(job.id, job.lease or "", reason)
+                break
+            except StoreError as e:
+                time.sleep(outage.failed(e))
+        log.error("a job killed the process running it alone", extra={
+            "job_id": job.id, "job_name": job.name, "exit": ended, "state": str(state)})
+        with self._lock:
+            self._running.pop(job.id, None)
+        self._let_go([(job.id, job.lease or "")])
+        self._slot_freed.set()
 
     def _done(self, call: executor.Call, outcome: JobOutcome) -> None:
         self._pace.ran(time.perf_counter() - call.started)
+        self._ledger.hold(call.job.id, Held.FINISHED)
         following = None
         with self._lock:
             self._running.pop(call.job.id, None)
@@ -398,10 +503,14 @@ class Worker:
             try:
                 accepted = self.app.store.job_finish_many(pending)
                 outage.ok()
-            except StoreError as e:
+            except StoreUnavailable as e:
                 if self._force.is_set():
                     return
                 time.sleep(outage.failed(e))
+                continue
+            except StoreError as e:
+                self._record_each(pending, e)
+                pending = []
                 continue
             self._written(pending, accepted)
             pending = []
@@ -425,7 +534,7 @@ class Worker:
                     call = self._running.get(job.id)
                     if call is not None and job.cancel_requested:
                         call.context.request_cancel()
-                    elif job.lease not in self._held:
+                    elif (job.id, job.lease) not in self._held:
                         unheard[job.lease] = job.id
             # unheard of in two heartbeats running: not a claim whose reply is on its way
             twice = [(job_id, lease) for lease, job_id in unheard.items() if lease in suspects]
@@ -438,7 +547,7 @@ class Worker:
         that committed but whose reply was lost (the connection broke on the way back). Left
         alone they would stay 'running' under a live worker forever; return them, uncounted."""
         try:
-            n = self.app.store.job_release(leases, reason=UNHEARD_REASON)
+            n = self.app.store.job_release(leases, reason=UNHEARD_REASON, started=False)
         except StoreError:
             return  # the next heartbeat tries again
         if n:
@@ -453,8 +562,9 @@ class Worker:
             unstarted = [(job.id, job.lease or "") for job, _ in self._waiting]
             self._waiting.clear()
         if unstarted:
-            self._release(unstarted, UNSTARTED_REASON, level=logging.INFO,
+            self._release(unstarted, UNSTARTED_REASON, level=logging.INFO, started=False,
                           said="returned jobs claimed ahead and not started")
+            self._let_go(unstarted)
         if self.busy:
             log.info("stopping: waiting for running jobs", extra={
                 "worker": self.id, "running": self.busy,
@@ -479,13 +589,13 @@ class Worker:
     def _release(
         self, leases: list[tuple[int, str]], reason: str | None = None, *,
         said: str = "returned unfinished jobs to ready, attempt not counted",
-        level: int = logging.WARNING,
+        level: int = logging.WARNING, started: bool = True,
     ) -> None:
         outage = Outage("returning unfinished jobs")
         deadline = time.monotonic() + 30
         while True:
             try:
-                n = self.app.store.job_release(leases, reason=reason)
+                n = self.app.store.job_release(leases, reason=reason, started=started)
                 log.log(level, said, extra={"worker": self.id, "jobs": n})
                 return
             except StoreError as e:

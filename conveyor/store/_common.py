@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from ..models import AttemptOutcome, JobRecord, JobState, ProcessRecord
+from ..models import SUSPECT_AT, AttemptOutcome, JobRecord, JobState, ProcessRecord
 
 JOB_COLUMNS = (
     "id, name, queue, priority, state, args, kwargs, attempt, max_attempts, timeout, run_at,"
@@ -129,7 +129,19 @@ def attempt_fields(row: Sequence[Any], to_dt: Any) -> dict[str, Any]:
     )
 
 
-def lost_reason(poisoned: bool, poison_after: int, reason: str) -> str:
-    if poisoned:
-        return f"{reason}; the job was lost {poison_after} times in a row (poison pill), not retried"
+def lost_reason(held: str, reason: str) -> str:
+    """The attempt message of a job rescued from a dead process, by how far it had got."""
+    if held == "finished":
+        return f"{reason}; the job had finished, but its outcome was not recorded: run again"
     return reason
+
+
+def poisoned_reason(poison_after: int, reason: str) -> str:
+    return (f"{reason}; it killed its process {poison_after} times in a row, the last time"
+            " running alone in a fresh process (poison pill), not retried")
+
+
+# claims: ordinary jobs, and suspects (lost SUSPECT_AT times in a row), which run only alone;
+# each condition repeats its partial index's word for word (SQLite needs that to use it)
+PICK_READY = f"state = 'ready' AND lost_count < {SUSPECT_AT}"
+PICK_SUSPECT = f"state = 'ready' AND lost_count >= {SUSPECT_AT}"

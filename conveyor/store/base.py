@@ -7,13 +7,15 @@ on PostgreSQL), which is what production passes. Tests pass a frozen time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from ..models import (
+    POISON_AFTER,
     AttemptRecord,
+    Held,
     HeldJob,
     JobFilter,
     JobOutcome,
@@ -25,7 +27,7 @@ from ..models import (
     QueueStats,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,12 @@ class Store(Protocol):
         """Newest first."""
 
     def job_claim(
-        self, worker_id: str, queue: str, limit: int, *, now: datetime | None = None
+        self, worker_id: str, queue: str, limit: int, *, suspects: bool = False,
+        now: datetime | None = None,
     ) -> list[JobRecord]:
         """Move up to ``limit`` ready jobs of an unpaused queue to running, highest priority first,
-        each with a fresh lease and its attempt counted."""
+        each with a fresh lease and its attempt counted. Jobs lost with their process
+        ``SUSPECT_AT`` times in a row are claimed only with ``suspects=True`` (to run alone)."""
 
     def job_finish_many(
         self, outcomes: Sequence[JobOutcome], *, now: datetime | None = None
@@ -84,10 +88,11 @@ class Store(Protocol):
 
     def job_release(
         self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,
-        now: datetime | None = None,
+        started: bool = True, now: datetime | None = None,
     ) -> int:
         """Return running jobs to ready without spending their attempt (graceful shutdown, or a
-        worker replaced because of another job); the attempt row says ``shutdown`` and why."""
+        worker replaced because of another job); the attempt row says ``shutdown`` and why.
+        ``started=False``: the jobs never started (claimed ahead), so no attempt is recorded."""
 
     def job_progress(
         self, job_id: int, lease: str, percent: float | None, message: str | None,
@@ -129,11 +134,23 @@ class Store(Protocol):
         was requested more than ``cancel_grace`` seconds ago — compared on the store's clock."""
 
     def jobs_rescue(
-        self, process_ids: Sequence[str], reason: str, *, poison_after: int = 3,
-        now: datetime | None = None,
+        self, process_ids: Sequence[str], reason: str, *,
+        held: Mapping[int, Held] | None = None, now: datetime | None = None,
     ) -> list[int]:
-        """Running jobs of dead processes: attempt recorded as worker_lost, then ready again,
-        or dead if attempts are exhausted or the job was lost ``poison_after`` times in a row."""
+        """Running jobs of dead processes go back to ready (cancelled if that was asked), their
+        attempt not counted: a lost attempt never spends the retry budget, so a rescue never
+        makes a job dead. ``held`` is what the process's supervisor saw it hold (None: unknown,
+        as when a whole host is lost, and every job counts as running). A job not in ``held``
+        or waiting gets no attempt row; a finished one gets a worker_lost row; a running one a
+        worker_lost row and one more strike (``lost_count``). Returns the rescued ids."""
+
+    def job_lost(
+        self, job_id: int, lease: str, reason: str, *, poison_after: int = POISON_AFTER,
+        now: datetime | None = None,
+    ) -> JobState | None:
+        """The job killed the process it ran in alone: a worker_lost attempt and one more strike;
+        dead (a poison pill) at ``poison_after`` strikes, else ready again, attempt not counted.
+        Fenced by the lease; returns the state after, None if the lease is stale."""
 
     # --- queues -------------------------------------------------------------------------
     def queue_pause(self, name: str) -> None: ...

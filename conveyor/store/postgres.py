@@ -17,7 +17,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -30,8 +30,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigurationError, SchemaError, StoreError, StoreUnavailable
 from ..models import (
+    POISON_AFTER,
     AttemptOutcome,
     AttemptRecord,
+    Held,
     HeldJob,
     JobFilter,
     JobOutcome,
@@ -126,16 +128,21 @@ COPY_JOBS = (
     " run_at, created_at, unique_key, concurrency_key) FROM STDIN"
 )
 
-CLAIM = f"""
+def _claim_sql(pick: str) -> str:
+    return f"""
 UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = %(worker)s,
     lease = %(lease)s, started_at = {NOW}, heartbeat_at = {NOW}, finished_at = NULL,
     progress = NULL, progress_message = NULL
 WHERE id IN (
-    SELECT id FROM conveyor_jobs WHERE state = 'ready' AND queue = %(queue)s
+    SELECT id FROM conveyor_jobs WHERE {pick} AND queue = %(queue)s
     ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
   AND NOT EXISTS (SELECT 1 FROM conveyor_queues WHERE name = %(queue)s AND paused)
 RETURNING {c.JOB_COLUMNS}
 """
+
+
+CLAIM = _claim_sql(c.PICK_READY)
+CLAIM_SUSPECT = _claim_sql(c.PICK_SUSPECT)
 
 # Outcomes arrive as one JSON array (encoded in C on both ends; psycopg dumps arrays in Python),
 # their job ids also as an array literal, so the update finds its rows through the primary key.
@@ -192,7 +199,7 @@ WITH given AS (
 ), recorded AS (
     INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})
     SELECT id, attempt, worker_id, started_at, {NOW}, 'shutdown', NULL, %(message)s, NULL
-    FROM released ORDER BY id
+    FROM released WHERE %(started)s ORDER BY id
 )
 SELECT count(*), {_wake_if_ready("released")} FROM released
 """
@@ -262,27 +269,57 @@ WITH promoted AS (
 SELECT count(*), {_wake_if_ready("promoted")} FROM promoted
 """
 
+# held: what the dead process's supervisor saw it hold (job id -> waiting | running |
+# finished); %(known)s false means unknown (a lost host), and every job counts as running
 RESCUE = f"""
-WITH lost AS (
-    SELECT id, lost_count + 1 >= %(poison_after)s AS poisoned,
-           lost_count + 1 >= %(poison_after)s OR attempt >= max_attempts AS dead
-    FROM conveyor_jobs WHERE state = 'running' AND worker_id = ANY(%(workers)s)
-    FOR UPDATE
+WITH seen AS (
+    SELECT * FROM unnest(%(held_ids)s::bigint[], %(held_stages)s::text[]) AS t(id, stage)
+), lost AS (
+    SELECT j.id, CASE WHEN %(known)s THEN COALESCE(seen.stage, 'waiting') ELSE 'running' END
+                 AS stage
+    FROM conveyor_jobs j LEFT JOIN seen ON seen.id = j.id
+    WHERE j.state = 'running' AND j.worker_id = ANY(%(workers)s)
+    FOR UPDATE OF j
 ), rescued AS (
     UPDATE conveyor_jobs j SET
-        state = CASE WHEN lost.dead THEN 'dead' ELSE 'ready' END,
-        lease = NULL, heartbeat_at = NULL, lost_count = j.lost_count + 1,
-        error = 'WorkerLost: ' || CASE WHEN lost.poisoned THEN %(poisoned)s ELSE %(reason)s END,
-        run_at = {NOW}, finished_at = CASE WHEN lost.dead THEN {NOW} END
+        state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'ready' END,
+        attempt = j.attempt - 1, lease = NULL, heartbeat_at = NULL, run_at = {NOW},
+        lost_count = j.lost_count + CASE WHEN lost.stage = 'running' THEN 1 ELSE 0 END,
+        error = CASE lost.stage WHEN 'waiting' THEN j.error
+                WHEN 'finished' THEN 'WorkerLost: ' || %(finished)s
+                ELSE 'WorkerLost: ' || %(reason)s END,
+        finished_at = CASE WHEN j.cancel_requested THEN {NOW} END
     FROM lost WHERE j.id = lost.id
-    RETURNING j.id, j.attempt, j.worker_id, j.started_at, j.state, lost.poisoned
+    RETURNING j.id, j.attempt + 1 AS attempt, j.worker_id, j.started_at, j.state, lost.stage
 ), recorded AS (
     INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})
     SELECT id, attempt, worker_id, started_at, {NOW}, '{AttemptOutcome.WORKER_LOST}',
-           'WorkerLost', CASE WHEN poisoned THEN %(poisoned)s ELSE %(reason)s END, NULL
-    FROM rescued ORDER BY id
+           'WorkerLost', CASE stage WHEN 'finished' THEN %(finished)s ELSE %(reason)s END, NULL
+    FROM rescued WHERE stage <> 'waiting' ORDER BY id
 )
 SELECT id, {_wake_if_ready("rescued")} FROM rescued ORDER BY id
+"""
+
+# a job that killed the process it ran in alone: one more strike, dead at poison_after
+LOST = f"""
+WITH lost AS (
+    UPDATE conveyor_jobs SET
+        state = CASE WHEN lost_count + 1 >= %(poison_after)s THEN 'dead' ELSE 'ready' END,
+        attempt = CASE WHEN lost_count + 1 >= %(poison_after)s THEN attempt ELSE attempt - 1 END,
+        error = 'WorkerLost: ' || CASE WHEN lost_count + 1 >= %(poison_after)s
+                                       THEN %(poisoned)s ELSE %(reason)s END,
+        lost_count = lost_count + 1, lease = NULL, heartbeat_at = NULL, run_at = {NOW},
+        finished_at = CASE WHEN lost_count + 1 >= %(poison_after)s THEN {NOW} END
+    WHERE id = %(id)s AND lease = %(lease)s AND state = 'running'
+    RETURNING id, CASE WHEN state = 'dead' THEN attempt ELSE attempt + 1 END AS attempt,
+              worker_id, started_at, state, error
+), recorded AS (
+    INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})
+    SELECT id, attempt, worker_id, started_at, {NOW}, '{AttemptOutcome.WORKER_LOST}',
+           'WorkerLost', substr(error, length('WorkerLost: ') + 1), NULL
+    FROM lost
+)
+SELECT state, {_wake_if_ready("lost")} FROM lost
 """
 
 SET_PAUSED = """
@@ -713,10 +750,12 @@ class PostgresStore:
         return [c.job_from_row(r, _dt) for r in self._rows(sql, params)]
 
     def job_claim(
-        self, worker_id: str, queue: str, limit: int, *, now: datetime | None = None
+        self, worker_id: str, queue: str, limit: int, *, suspects: bool = False,
+        now: datetime | None = None,
     ) -> list[JobRecord]:
+        statement = CLAIM_SUSPECT if suspects else CLAIM
         with self._hot() as conn:
-            rows = conn.execute(CLAIM, _claim_params(worker_id, queue, limit, now)).fetchall()
+            rows = conn.execute(statement, _claim_params(worker_id, queue, limit, now)).fetchall()
         return _claimed(rows)
 
     def job_finish_many(
@@ -739,13 +778,13 @@ class PostgresStore:
 
     def job_release(
         self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,
-        now: datetime | None = None,
+        started: bool = True, now: datetime | None = None,
     ) -> int:
         if not leases:
             return 0
         params = {
             "now": now, "ids": [job_id for job_id, _ in leases],
-            "leases": [lease for _, lease in leases],
+            "leases": [lease for _, lease in leases], "started": started,
             "message": reason or "worker shut down before the job finished; attempt not counted",
         }
         return int(self._rows(RELEASE, params)[0][0])
@@ -832,17 +871,27 @@ class PostgresStore:
         return [c.job_from_row(r, _dt) for r in self._rows(OVERDUE, params)]
 
     def jobs_rescue(
-        self, process_ids: Sequence[str], reason: str, *, poison_after: int = 3,
-        now: datetime | None = None,
+        self, process_ids: Sequence[str], reason: str, *,
+        held: Mapping[int, Held] | None = None, now: datetime | None = None,
     ) -> list[int]:
         if not process_ids:
             return []
+        seen = held or {}
         params = {
-            "now": now, "workers": list(process_ids), "poison_after": poison_after,
-            "reason": c.lost_reason(False, poison_after, reason),
-            "poisoned": c.lost_reason(True, poison_after, reason),
+            "now": now, "workers": list(process_ids), "known": held is not None,
+            "held_ids": list(seen), "held_stages": [str(stage) for stage in seen.values()],
+            "reason": reason, "finished": c.lost_reason(Held.FINISHED, reason),
         }
         return [r[0] for r in self._rows(RESCUE, params)]
+
+    def job_lost(
+        self, job_id: int, lease: str, reason: str, *, poison_after: int = POISON_AFTER,
+        now: datetime | None = None,
+    ) -> JobState | None:
+        params = {"now": now, "id": job_id, "lease": lease, "poison_after": poison_after,
+                  "reason": reason, "poisoned": c.poisoned_reason(poison_after, reason)}
+        rows = self._rows(LOST, params)
+        return JobState(rows[0][0]) if rows else None
 
     # --- queues ----------------------------------------------------------------------------
     def queue_pause(self, name: str) -> None:

@@ -12,15 +12,17 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..errors import ConfigurationError, SchemaError, StoreError, StoreUnavailable
 from ..models import (
+    POISON_AFTER,
     AttemptOutcome,
     AttemptRecord,
+    Held,
     HeldJob,
     JobFilter,
     JobOutcome,
@@ -87,15 +89,20 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-CLAIM = (
-    "UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = ?,"
-    " lease = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL, progress = NULL,"
-    " progress_message = NULL"
-    " WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'ready' AND queue = ?"
-    "   ORDER BY priority DESC, id LIMIT ?)"
-    " AND NOT EXISTS (SELECT 1 FROM conveyor_queues WHERE name = ? AND paused = 1)"
-    f" RETURNING {c.JOB_COLUMNS}"
-)
+def _claim_sql(pick: str) -> str:
+    return (
+        "UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = ?,"
+        " lease = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL, progress = NULL,"
+        " progress_message = NULL"
+        f" WHERE id IN (SELECT id FROM conveyor_jobs WHERE {pick} AND queue = ?"
+        "   ORDER BY priority DESC, id LIMIT ?)"
+        " AND NOT EXISTS (SELECT 1 FROM conveyor_queues WHERE name = ? AND paused = 1)"
+        f" RETURNING {c.JOB_COLUMNS}"
+    )
+
+
+CLAIM = _claim_sql(c.PICK_READY)
+CLAIM_SUSPECT = _claim_sql(c.PICK_SUSPECT)
 FINISH = (
     "UPDATE conveyor_jobs SET state = ?, result = ?, error = ?, lease = NULL,"
     " heartbeat_at = NULL, lost_count = 0, finished_at = ?, run_at = COALESCE(?, run_at)"
@@ -120,10 +127,11 @@ def _immediate(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) 
 
 
 def _claim(
-    conn: sqlite3.Connection, worker_id: str, queue: str, limit: int, at: float
+    conn: sqlite3.Connection, worker_id: str, queue: str, limit: int, at: float,
+    statement: str = CLAIM,
 ) -> list[JobRecord]:
     lease = c.new_lease()
-    rows = conn.execute(CLAIM, (worker_id, lease, at, at, queue, limit, queue)).fetchall()
+    rows = conn.execute(statement, (worker_id, lease, at, at, queue, limit, queue)).fetchall()
     jobs = [c.job_from_row(r, _dt) for r in rows]
     jobs.sort(key=lambda j: (-j.priority, j.id))
     return jobs
@@ -329,15 +337,18 @@ class SQLiteStore:
         return [c.job_from_row(r, _dt) for r in self._read(sql, params)]
 
     def job_claim(
-        self, worker_id: str, queue: str, limit: int, *, now: datetime | None = None
+        self, worker_id: str, queue: str, limit: int, *, suspects: bool = False,
+        now: datetime | None = None,
     ) -> list[JobRecord]:
         at = self._now(now)
+        pick = c.PICK_SUSPECT if suspects else c.PICK_READY
         # a lock-free look first: idle workers polling an empty queue never take the write lock
         if not self._read(
-            "SELECT 1 FROM conveyor_jobs WHERE state = 'ready' AND queue = ? LIMIT 1", (queue,)
+            f"SELECT 1 FROM conveyor_jobs WHERE {pick} AND queue = ? LIMIT 1", (queue,)
         ):
             return []
-        return self._write(lambda conn: _claim(conn, worker_id, queue, limit, at))
+        statement = CLAIM_SUSPECT if suspects else CLAIM
+        return self._write(lambda conn: _claim(conn, worker_id, queue, limit, at, statement))
 
     def job_finish_many(
         self, outcomes: Sequence[JobOutcome], *, now: datetime | None = None
@@ -356,7 +367,7 @@ class SQLiteStore:
 
     def job_release(
         self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,
-        now: datetime | None = None,
+        started: bool = True, now: datetime | None = None,
     ) -> int:
         at = self._now(now)
         message = reason or SHUTDOWN_REASON
@@ -375,6 +386,7 @@ class SQLiteStore:
                 ).fetchone()
                 if row:
                     released += 1
+                if row and started:
                     conn.execute(
                         f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})"
                         " VALUES (?, ?, ?, ?, ?, 'shutdown', NULL, ?, NULL)",
@@ -536,8 +548,8 @@ class SQLiteStore:
         return [c.job_from_row(r, _dt) for r in rows]
 
     def jobs_rescue(
-        self, process_ids: Sequence[str], reason: str, *, poison_after: int = 3,
-        now: datetime | None = None,
+        self, process_ids: Sequence[str], reason: str, *,
+        held: Mapping[int, Held] | None = None, now: datetime | None = None,
     ) -> list[int]:
         if not process_ids:
             return []
@@ -546,27 +558,63 @@ class SQLiteStore:
 
         def run(conn: sqlite3.Connection) -> list[int]:
             rows = conn.execute(
-                "SELECT id, attempt, max_attempts, lost_count, worker_id, started_at"
-                f" FROM conveyor_jobs WHERE state = 'running' AND worker_id IN ({marks})",
+                "SELECT id, attempt, worker_id, started_at FROM conveyor_jobs"
+                f" WHERE state = 'running' AND worker_id IN ({marks})",
                 tuple(process_ids),
             ).fetchall()
-            for job_id, attempt, max_attempts, lost, worker, started in rows:
-                poisoned = lost + 1 >= poison_after
-                dead = poisoned or attempt >= max_attempts
-                message = c.lost_reason(poisoned, poison_after, reason)
+            for job_id, attempt, worker, started in rows:
+                stage = Held.RUNNING if held is None else held.get(job_id, Held.WAITING)
+                message = c.lost_reason(stage, reason)
                 conn.execute(
-                    "UPDATE conveyor_jobs SET state = ?, lease = NULL, heartbeat_at = NULL,"
-                    " lost_count = lost_count + 1, error = ?, run_at = ?, finished_at = ?"
-                    " WHERE id = ?",
-                    ("dead" if dead else "ready", f"WorkerLost: {message}", at,
-                     at if dead else None, job_id),
+                    "UPDATE conveyor_jobs SET attempt = attempt - 1, lease = NULL,"
+                    " heartbeat_at = NULL, run_at = ?, lost_count = lost_count + ?,"
+                    " error = CASE WHEN ? THEN ? ELSE error END,"
+                    " state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,"
+                    " finished_at = CASE WHEN cancel_requested THEN ? END WHERE id = ?",
+                    (at, int(stage is Held.RUNNING), stage is not Held.WAITING,
+                     f"WorkerLost: {message}", at, job_id),
                 )
-                conn.execute(
-                    f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'WorkerLost', ?, NULL)",
-                    (job_id, attempt, worker, started, at, str(AttemptOutcome.WORKER_LOST), message),
-                )
+                if stage is not Held.WAITING:
+                    conn.execute(
+                        f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, 'WorkerLost', ?, NULL)",
+                        (job_id, attempt, worker, started, at, str(AttemptOutcome.WORKER_LOST),
+                         message),
+                    )
             return [r[0] for r in rows]
+
+        return self._write(run)
+
+    def job_lost(
+        self, job_id: int, lease: str, reason: str, *, poison_after: int = POISON_AFTER,
+        now: datetime | None = None,
+    ) -> JobState | None:
+        at = self._now(now)
+
+        def run(conn: sqlite3.Connection) -> JobState | None:
+            row = conn.execute(
+                "SELECT attempt, worker_id, started_at, lost_count FROM conveyor_jobs"
+                " WHERE id = ? AND lease = ? AND state = 'running'", (job_id, lease),
+            ).fetchone()
+            if row is None:
+                return None
+            attempt, worker, started, lost = row
+            dead = lost + 1 >= poison_after
+            message = c.poisoned_reason(poison_after, reason) if dead else reason
+            state = JobState.DEAD if dead else JobState.READY
+            conn.execute(
+                "UPDATE conveyor_jobs SET state = ?, attempt = attempt - ?, lease = NULL,"
+                " heartbeat_at = NULL, lost_count = lost_count + 1, error = ?, run_at = ?,"
+                " finished_at = ? WHERE id = ?",
+                (str(state), int(not dead), f"WorkerLost: {message}", at, at if dead else None,
+                 job_id),
+            )
+            conn.execute(
+                f"INSERT INTO conveyor_attempts ({c.ATTEMPT_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, 'WorkerLost', ?, NULL)",
+                (job_id, attempt, worker, started, at, str(AttemptOutcome.WORKER_LOST), message),
+            )
+            return state
 
         return self._write(run)
 

@@ -126,3 +126,21 @@ def long_then_quick() -> str:
     if attempt == 1:
         time.sleep(20)
     return f"done on attempt {attempt}"
+
+
+@app.job
+def kills_its_process() -> None:
+    """A poison pill: takes its whole worker process down every time it runs."""
+    record("kills_its_process", current_job().attempt)
+    time.sleep(0.2)  # long enough for the jobs beside it to be running too
+    os._exit(1)
+
+
+@app.job(retry=Retry(attempts=1))
+def nested_result(depth: int) -> list[object]:
+    """Returns a list nested ``depth`` levels deep: past the encoder's limit for large depths."""
+    record("nested_result", depth)
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value

@@ -23,7 +23,9 @@ import pytest
 
 from conveyor.errors import ConfigurationError, SchemaError
 from conveyor.models import (
+    SUSPECT_AT,
     AttemptOutcome,
+    Held,
     HeldJob,
     JobFilter,
     JobOutcome,
@@ -488,54 +490,115 @@ def test_prune_deletes_old_finished_jobs_by_age(store: Store) -> None:
     assert [j.id for j in store.job_list(JobFilter())] == [waiting]
 
 
-def test_rescue_makes_lost_jobs_ready_with_the_attempt_counted(store: Store) -> None:
+def test_rescue_makes_lost_jobs_ready_without_spending_an_attempt(store: Store) -> None:
     insert(store, NewJob("a", max_attempts=3), NewJob("b", max_attempts=3))
     lost, alive = claim_one(store, worker="dead-worker"), claim_one(store, worker="live")
     assert store.jobs_rescue(["dead-worker", "nobody"], "heartbeat stale", now=at(90)) == [lost.id]
     after = get(store, lost.id)
     assert (after.state, after.attempt, after.lost_count, after.lease, after.run_at) == (
-        JobState.READY, 1, 1, None, at(90))
+        JobState.READY, 0, 1, None, at(90))
     assert after.error == "WorkerLost: heartbeat stale" and after.finished_at is None
     (attempt,) = store.job_attempts(lost.id)
-    assert (attempt.outcome, attempt.error_class, attempt.error_message, attempt.worker_id,
-            attempt.started_at, attempt.finished_at) == (
-        AttemptOutcome.WORKER_LOST, "WorkerLost", "heartbeat stale", "dead-worker", T0, at(90))
+    assert (attempt.attempt, attempt.outcome, attempt.error_class, attempt.error_message,
+            attempt.worker_id, attempt.started_at, attempt.finished_at) == (
+        1, AttemptOutcome.WORKER_LOST, "WorkerLost", "heartbeat stale", "dead-worker", T0, at(90))
     assert get(store, alive.id).state == JobState.RUNNING
     assert store.jobs_rescue([], "x", now=at(91)) == []
-    assert claim_one(store, now=at(92)).attempt == 2
+    assert claim_one(store, now=at(92)).attempt == 1, "the lost attempt did not use the budget"
 
 
-def test_rescue_with_attempts_exhausted_is_dead(store: Store) -> None:
-    insert(store, NewJob("a", max_attempts=1))
-    job = claim_one(store)
-    assert store.jobs_rescue(["w1"], "killed", now=at(9)) == [job.id]
-    after = get(store, job.id)
-    assert (after.state, after.finished_at, after.error) == (JobState.DEAD, at(9), "WorkerLost: killed")
+def test_a_rescue_never_makes_a_job_dead_whatever_its_retry_policy(store: Store) -> None:
+    (job_id,) = insert(store, NewJob("a", max_attempts=1))
+    for n in range(1, SUSPECT_AT + 1):
+        claim_one(store, now=at(n), worker=f"w{n}")
+        assert store.jobs_rescue([f"w{n}"], "killed", now=at(n)) == [job_id]
+    after = get(store, job_id)
+    assert (after.state, after.attempt, after.lost_count) == (JobState.READY, 0, SUSPECT_AT)
+    assert store.jobs_rescue(["w9"], "nobody", now=at(9)) == []
 
 
-def test_a_job_lost_poison_after_times_in_a_row_is_dead(store: Store) -> None:
-    insert(store, NewJob("a", max_attempts=10))
-    for n in range(1, 4):
-        job = claim_one(store, now=at(n))
-        assert store.jobs_rescue(["w1"], "OOM", poison_after=3, now=at(n)) == [job.id]
-    after = get(store, job.id)
-    assert (after.state, after.attempt, after.lost_count) == (JobState.DEAD, 3, 3)
+def test_rescue_tells_running_finished_and_never_started_jobs_apart(store: Store) -> None:
+    running, finished, waiting = insert(store, NewJob("a"), NewJob("b"), NewJob("c"))
+    claimed = store.job_claim("w1", "default", 3, now=T0)
+    assert [j.id for j in claimed] == [running, finished, waiting]
+    held = {running: Held.RUNNING, finished: Held.FINISHED}  # waiting: not even in the ledger
+    assert store.jobs_rescue(["w1"], "killed", held=held, now=at(5)) == [running, finished, waiting]
+    jobs = {i: get(store, i) for i in (running, finished, waiting)}
+    assert {j.state for j in jobs.values()} == {JobState.READY}
+    assert [jobs[i].attempt for i in (running, finished, waiting)] == [0, 0, 0]
+    assert [jobs[i].lost_count for i in (running, finished, waiting)] == [1, 0, 0]
+    assert [a.outcome for a in store.job_attempts(running)] == [AttemptOutcome.WORKER_LOST]
+    (done,) = store.job_attempts(finished)
+    assert done.outcome == AttemptOutcome.WORKER_LOST and "had finished" in (done.error_message or "")
+    assert store.job_attempts(waiting) == [] and jobs[waiting].error is None
+
+
+def test_a_rescued_job_whose_cancellation_was_asked_ends_cancelled(store: Store) -> None:
+    (job_id,) = insert(store, NewJob("a"))
+    claim_one(store)
+    assert store.job_cancel(job_id, now=at(1)) == JobState.RUNNING
+    store.jobs_rescue(["w1"], "killed", held={job_id: Held.RUNNING}, now=at(2))
+    after = get(store, job_id)
+    assert (after.state, after.finished_at) == (JobState.CANCELLED, at(2))
+
+
+def _make_suspect(store: Store, job_id: int) -> None:
+    for n in range(SUSPECT_AT):
+        claim_one(store, now=at(n), worker=f"lost{n}")
+        store.jobs_rescue([f"lost{n}"], "killed", held={job_id: Held.RUNNING}, now=at(n))
+
+
+def test_suspects_are_claimed_only_by_a_claim_that_asks_for_them(store: Store) -> None:
+    suspect, ordinary = insert(store, NewJob("a"), NewJob("b"))
+    _make_suspect(store, suspect)
+    assert get(store, suspect).lost_count == SUSPECT_AT
+    assert [j.id for j in store.job_claim("w", "default", 5, now=at(10))] == [ordinary]
+    (alone,) = store.job_claim("w", "default", 5, suspects=True, now=at(11))
+    assert (alone.id, alone.attempt, alone.lost_count) == (suspect, 1, SUSPECT_AT)
+    assert store.job_claim("w", "default", 5, suspects=True, now=at(12)) == []
+
+
+def test_a_job_that_kills_its_process_alone_is_dead_at_the_poison_limit(store: Store) -> None:
+    (job_id,) = insert(store, NewJob("a", max_attempts=25))
+    _make_suspect(store, job_id)
+    (alone,) = store.job_claim("w", "default", 1, suspects=True, now=at(10))
+    assert store.job_lost(job_id, "stale lease", "died", now=at(11)) is None
+    assert store.job_lost(job_id, alone.lease or "", "process killed by SIGKILL",
+                          now=at(11)) == JobState.DEAD
+    after = get(store, job_id)
+    assert (after.state, after.lost_count, after.finished_at) == (JobState.DEAD, 3, at(11))
     assert after.error is not None and "poison pill" in after.error
-    assert "poison pill" in (store.job_attempts(job.id)[-1].error_message or "")
+    attempts = store.job_attempts(job_id)
+    assert [a.outcome for a in attempts] == [AttemptOutcome.WORKER_LOST] * 3
+    assert "poison pill" in (attempts[-1].error_message or "") and attempts[-1].attempt == 1
+
+
+def test_a_job_lost_alone_before_the_limit_runs_again(store: Store) -> None:
+    (job_id,) = insert(store, NewJob("a"))
+    job = claim_one(store)
+    assert store.job_lost(job_id, job.lease or "", "died", now=at(1)) == JobState.READY
+    after = get(store, job_id)
+    assert (after.state, after.attempt, after.lost_count) == (JobState.READY, 0, 1)
 
 
 def test_a_finished_attempt_resets_the_lost_count(store: Store) -> None:
     insert(store, NewJob("a", max_attempts=10))
     claim_one(store, now=at(1))
-    store.jobs_rescue(["w1"], "lost", poison_after=2, now=at(1))
+    store.jobs_rescue(["w1"], "lost", now=at(1))
     job = claim_one(store, now=at(2))
     failed = outcome(job, JobState.FAILED, AttemptOutcome.ERROR, retry_at=at(3))
     assert store.job_finish_many([failed], now=at(2)) == [True]
     assert get(store, job.id).lost_count == 0
-    store.jobs_promote(now=at(3))
-    claim_one(store, now=at(4))
-    store.jobs_rescue(["w1"], "lost", poison_after=2, now=at(5))  # lost twice, not in a row
-    assert get(store, job.id).state == JobState.READY
+
+
+def test_jobs_returned_unstarted_get_no_attempt_row(store: Store) -> None:
+    started, unstarted = insert(store, NewJob("a"), NewJob("b"))
+    jobs = store.job_claim("w1", "default", 2, now=T0)
+    assert store.job_release([(jobs[0].id, jobs[0].lease or "")], now=at(1)) == 1
+    assert store.job_release([(jobs[1].id, jobs[1].lease or "")], started=False, now=at(1)) == 1
+    assert [a.outcome for a in store.job_attempts(started)] == [AttemptOutcome.SHUTDOWN]
+    assert store.job_attempts(unstarted) == []
+    assert get(store, unstarted).attempt == 0
 
 
 # --- queues --------------------------------------------------------------------------------
