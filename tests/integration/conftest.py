@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.invariants import find_violations
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -80,9 +83,50 @@ class Env:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
+    def stop_all(self, timeout: float = 60) -> list[str]:
+        """SIGTERM every worker still running (and whatever is left of a group whose leader was
+        killed), wait for each to exit; returns what would not stop (then SIGKILLed)."""
+        stubborn = []
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # the supervisor stops its children itself
+            else:  # its leader gone: whatever is left of the group gets the signal
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                stubborn.append(f"worker pid {proc.pid} still running {timeout:g}s after SIGTERM")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            while _group_alive(proc.pid):  # children outliving a killed supervisor
+                if time.monotonic() > deadline:
+                    stubborn.append(f"processes of group {proc.pid} outlived SIGTERM")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.05)
+        return stubborn
+
+
+def _group_alive(pgid: int) -> bool:
+    """A process of this group still runs (zombies nobody reaped do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
 
 @pytest.fixture
 def env(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """Worker processes for one test; at teardown every one is stopped (SIGTERM, then waited
+    for) and the store must satisfy the invariants of tests/invariants.py."""
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", store_url)
     monkeypatch.setenv("CONVEYOR_TEST_LOG", str(tmp_path / "executions.log"))
     import jobsapp
@@ -91,8 +135,16 @@ def env(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     jobsapp.app.close()
     e = Env(store_url, tmp_path)
     yield e
-    e.cleanup()
-    jobsapp.app.close()
+    try:
+        stubborn = e.stop_all()
+        jobsapp.app.close()
+        problems = stubborn + find_violations(store_url, workers_stopped=True)
+        if problems:
+            shown = "\n".join(f"  - {p}" for p in problems[:50])
+            raise AssertionError(f"after the test, {len(problems)} invariant violation(s):\n{shown}")
+    finally:
+        e.cleanup()
+        jobsapp.app.close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.chaos import run
+from tests.invariants import check_invariants
 
 
 def test_random_worker_kills_lose_no_job(store_url: str) -> None:
@@ -18,3 +19,4 @@ def test_random_worker_kills_lose_no_job(store_url: str) -> None:
     assert result.lost == 0
     assert result.succeeded + result.poisoned == 1200
     assert result.max_rescue_s < 5, "a killed child's jobs are rescued at once"
+    check_invariants(store_url, workers_stopped=True)  # run() has stopped every worker
