@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from . import serialization
 from .errors import UnknownJob
 from .models import NewJob
-from .retry import NO_RETRY, Retry
+from .retry import DEFAULT_RETRY, Retry
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -113,7 +113,7 @@ class JobDefinition(_Enqueuer[P, R]):
         self.app = app
         self.func = func
         self.name = name or job_name(func)
-        self.retry = retry or NO_RETRY
+        self.retry = retry or DEFAULT_RETRY
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
         self.arity = _positional_arity(self.signature)

@@ -22,11 +22,16 @@ class Retry:
 
     ``retry_on``: only these exception classes are retried (default: any ``Exception``).
     ``discard_on``: these go straight to ``dead`` without further attempts.
+
+    The default, for a job defined without ``retry=``, is what Sidekiq and Oban users expect:
+    ``Retry()`` is 20 attempts, exponential from 15 s with jitter, capped at an hour between
+    attempts — about 12 hours of retries before the job is ``dead`` (and kept 30 days). A job
+    lost with its worker process is run again whatever its policy says (see ``POISON_AFTER``).
     """
 
-    attempts: int = 1
+    attempts: int = 20
     backoff: Backoff = "exponential"
-    base: float = 1.0
+    base: float = 15.0
     max: float = 3600.0
     jitter: float = 0.25
     retry_on: tuple[type[BaseException], ...] = (Exception,)
@@ -70,4 +75,4 @@ class Retry:
         return timedelta(seconds=seconds)
 
 
-NO_RETRY = Retry(attempts=1)
+DEFAULT_RETRY = Retry()

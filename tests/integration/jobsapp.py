@@ -144,3 +144,10 @@ def nested_result(depth: int) -> list[object]:
     for _ in range(depth):
         value = [value]
     return value
+
+
+@app.job(retry=Retry(attempts=1))
+def raises_odd_text() -> None:
+    """An error message no database column takes as it is: a NUL and a lone surrogate."""
+    record("raises_odd_text")
+    raise ValueError("before\x00after \ud800 end")

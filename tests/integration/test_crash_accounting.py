@@ -88,3 +88,15 @@ def test_a_result_that_cannot_be_encoded_fails_its_attempt_and_frees_the_slot(
     assert attempt.outcome == "error" and "500 levels" in (attempt.error_message or "")
     assert after.wait(timeout=30) is JobState.SUCCEEDED, "the only slot came back"
     assert env.stop(worker)[0] == 0
+
+
+def test_an_error_message_the_database_cannot_hold_is_recorded_escaped(env: Env, app) -> None:
+    odd = app.raises_odd_text.enqueue()
+    after = app.square.enqueue(3)
+    worker = env.worker("--processes", "1", "--concurrency", "1", settings=QUICK_RESCUE)
+    assert odd.wait(timeout=30) is JobState.DEAD
+    [attempt] = odd.attempts()
+    assert attempt.error_class == "ValueError"
+    assert attempt.error_message == "before\\x00after \\ud800 end"
+    assert after.wait(timeout=30) is JobState.SUCCEEDED, "the only slot came back"
+    assert env.stop(worker)[0] == 0

@@ -52,3 +52,12 @@ def test_retry_on_and_discard_on_choose_by_exception_class() -> None:
 def test_invalid_policies_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         Retry(**kwargs)
+
+
+def test_the_default_policy_retries_for_about_half_a_day_before_dead() -> None:
+    policy = Retry()
+    assert policy.attempts == 20 and policy.should_retry(ConnectionError(), 19)
+    assert not policy.should_retry(ConnectionError(), 20)
+    calm = Retry(jitter=0)
+    total = sum(seconds(calm, n) for n in range(1, 20))
+    assert seconds(calm, 1) == 15 and 10 * 3600 < total < 14 * 3600
