@@ -26,6 +26,7 @@ from .ledger import Ledger
 from .maintenance import Duty, Maintenance
 from .models import Held, JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
 from .queues import QueueSpec
+from .urls import redact_url
 from .worker import Outage, Worker
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class Supervisor:
         self._register()
         log.info("supervisor started", extra={
             "supervisor": self.id, "processes": self.processes, "concurrency": self.concurrency,
-            "queues": str(self.queues), "store": _redact(self.app.url)})
+            "queues": str(self.queues), "store": redact_url(self.app.url)})
         for slot in range(self.processes):
             self._spawn(slot)
         beat = Outage("supervisor duties")
@@ -351,11 +352,3 @@ def _describe_exit(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url

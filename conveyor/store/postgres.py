@@ -44,6 +44,7 @@ from ..models import (
     ProcessRecord,
     QueueStats,
 )
+from ..urls import redact_url
 from . import _common as c
 from .base import SCHEMA_VERSION, Capabilities, HealthFacts
 
@@ -368,25 +369,21 @@ HEALTH_UNKNOWN = (
 )
 
 # --- URLs and errors ---------------------------------------------------------------------------
-def _redact(url: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
 def postgres_conninfo(url: str) -> str:
     """Validate a ``postgresql[+driver]://`` / ``postgres://`` URL and return a libpq conninfo."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower().split("+", 1)[0] not in ("postgresql", "postgres"):
         raise ConfigurationError(
-            f"malformed PostgreSQL URL {_redact(url)!r}: use postgresql://user@host:port/dbname"
+            f"malformed PostgreSQL URL {redact_url(url)!r}: use postgresql://user@host:port/dbname"
         )
     try:
         params = conninfo_to_dict("postgresql://" + rest)
     except psycopg.ProgrammingError as e:
-        reason = _redact(_reason(e)) or "cannot parse it"
-        raise ConfigurationError(f"malformed PostgreSQL URL {_redact(url)!r}: {reason}") from e
+        reason = redact_url(_reason(e)) or "cannot parse it"
+        raise ConfigurationError(f"malformed PostgreSQL URL {redact_url(url)!r}: {reason}") from e
     port = str(params.get("port", "5432"))
     if not all(part.strip().isdigit() for part in port.split(",")):
-        raise ConfigurationError(f"malformed PostgreSQL URL {_redact(url)!r}: port {port!r}")
+        raise ConfigurationError(f"malformed PostgreSQL URL {redact_url(url)!r}: port {port!r}")
     params.setdefault("connect_timeout", CONNECT_TIMEOUT)
     # notice a server that vanished without closing the socket (listener, leader lock)
     for option, value in (("keepalives_idle", 30), ("keepalives_interval", 10),
