@@ -458,10 +458,14 @@ class Worker:
                              and len(self._running) < self.concurrency else None)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            threading.Thread(target=self._loop.run_forever, name="conveyor-async", daemon=True).start()
-        return self._loop
+        """The one loop for async jobs, made on first use (from the claim loop or a slot
+        thread starting a job that waited: under the lock, or two loops could exist)."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="conveyor-async",
+                                 daemon=True).start()
+            return self._loop
 
     def _orphaned(self) -> bool:
         """A worker whose supervisor died stops, instead of running on unsupervised."""
