@@ -8,12 +8,14 @@ PG_URL := $(or $(CONVEYOR_TEST_DATABASE_URL),postgresql://postgres@127.0.0.1:543
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test bench chaos lint clean
+.PHONY: soak
 
 help:
 	@echo "make demo    create .venv if needed, then run a worker and example jobs on SQLite (~10 s)"
 	@echo "make test    create .venv if needed, then run the whole suite on SQLite and PostgreSQL"
 	@echo "make bench   enqueue/drain/wake-up numbers on each store"
 	@echo "make chaos   20,000 jobs on each store while workers are SIGKILLed: lost must be 0"
+	@echo "make soak    mixed jobs for SOAK_MINUTES (10) on each store under kills: violations must be 0"
 	@echo "make lint    ruff and mypy"
 	@echo "make clean   remove .venv, caches and demo files"
 
@@ -74,6 +76,13 @@ bench: bench-venv
 chaos: venv
 	$(BIN)/python -m bench.chaos --store sqlite --jobs 20000
 	$(BIN)/python -m bench.chaos --store postgres --jobs 20000
+
+# SOAK_MINUTES=1 for a quick try; each store also drains (long jobs: a minute or two more)
+SOAK_MINUTES ?= 10
+
+soak: venv
+	$(BIN)/python -m bench.soak --store sqlite --minutes $(SOAK_MINUTES)
+	$(BIN)/python -m bench.soak --store postgres --minutes $(SOAK_MINUTES)
 
 lint: venv
 	$(BIN)/ruff check .

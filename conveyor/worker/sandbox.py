@@ -15,27 +15,25 @@ import json
 import os
 import signal
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import executor
-from .models import AttemptOutcome, JobOutcome, JobState
-from .store import open_store
-
-if TYPE_CHECKING:
-    from .app import Conveyor
+from .. import executor
+from ..models import AttemptOutcome, JobOutcome, JobState
+from ..store import open_store
 
 _PR_SET_PDEATHSIG = 1
 _TIMES = ("started_at", "retry_at", "finished_at")
+_LOCAL = ("job", "error")  # stay in the process that made the outcome
 
 
-def run_alone(app: Conveyor, call: executor.Call) -> JobOutcome | str:
+def run_alone(rt: executor.Runtime, url: str, call: executor.Call) -> JobOutcome | str:
     """The job's outcome, or how the process running it alone died."""
     read_end, write_end = os.pipe()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked child
         os.close(read_end)
-        os._exit(_child(app, call, write_end, parent))
+        os._exit(_child(rt, url, call, write_end, parent))
     os.close(write_end)
     chunks = []
     with os.fdopen(read_end, "rb") as pipe:
@@ -49,17 +47,18 @@ def run_alone(app: Conveyor, call: executor.Call) -> JobOutcome | str:
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
-def _child(app: Conveyor, call: executor.Call, out: int, parent: int) -> int:  # pragma: no cover
+def _child(rt: executor.Runtime, url: str, call: executor.Call, out: int,
+           parent: int) -> int:  # pragma: no cover
     try:
         _die_with_parent(parent)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop
-        call.context._store = open_store(app.url)  # the worker's connections are not ours
+        call.context._store = open_store(url)  # the worker's connections are not ours
         assert call.definition is not None
         if call.definition.is_async:
-            outcome = asyncio.run(executor.run_async(app, call))
+            outcome = asyncio.run(executor.run_async(rt, call))
         else:
-            outcome = executor.run_sync(app, call)
+            outcome = executor.run_sync(rt, call)
         data = _encode(outcome)
         view = memoryview(data)
         while view:
@@ -80,7 +79,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _encode(outcome: JobOutcome) -> bytes:
-    fields: dict[str, Any] = {name: getattr(outcome, name) for name in outcome.__slots__}
+    fields: dict[str, Any] = {name: getattr(outcome, name) for name in outcome.__slots__
+                              if name not in _LOCAL}
     for name in _TIMES:
         value = fields[name]
         fields[name] = value.isoformat() if value is not None else None

@@ -14,7 +14,7 @@ import mmap
 import struct
 import threading
 
-from .models import Held
+from ..models import Held
 
 _ENTRY = struct.Struct("=qq")  # job id, stage code
 _CODES = {Held.WAITING: 1, Held.RUNNING: 2, Held.FINISHED: 3}
