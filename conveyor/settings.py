@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -55,19 +56,47 @@ class Settings:
     log_level: str = "INFO"
     host_id: str = ""  # how this host appears in the process registry; "" = its hostname
 
+    def __post_init__(self) -> None:
+        check_settings(self)
+
     @property
     def host(self) -> str:
         return self.host_id or socket.gethostname()
 
     @property
     def heartbeat_every(self) -> float:
-        return self.heartbeat_interval or max(0.2, min(self.rescue_after / 4, 10.0))
+        """``heartbeat_interval``, or a quarter of ``rescue_after`` (at most 10 s; not below
+        0.2 s unless ``rescue_after`` itself is that short)."""
+        if self.heartbeat_interval:
+            return self.heartbeat_interval
+        return max(min(0.2, self.rescue_after / 2), min(self.rescue_after / 4, 10.0))
 
 
 _DURATIONS = {
     "rescue_after", "shutdown_timeout", "cancel_grace", "retention_succeeded", "retention_dead",
     "poll_interval", "heartbeat_interval",
 }
+
+
+def check_settings(s: Settings) -> None:
+    """Refuse settings no worker can honour; raises ConfigurationError saying which and why."""
+    for name in sorted(_DURATIONS):
+        value = getattr(s, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+            raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
+        if value < 0 and name != "rescue_after":
+            raise ConfigurationError(f"{name} must not be negative (got {value:g}s)")
+    if not s.rescue_after > 0:
+        raise ConfigurationError(
+            f"rescue_after must be more than 0 seconds (got {s.rescue_after:g}s): it is how long"
+            " a silent worker's jobs wait before they are run again"
+        )
+    if s.heartbeat_interval and s.heartbeat_interval >= s.rescue_after:
+        raise ConfigurationError(
+            f"heartbeat_interval ({s.heartbeat_interval:g}s) must be shorter than rescue_after"
+            f" ({s.rescue_after:g}s), or every worker would look dead between two heartbeats;"
+            " leave it unset to use a quarter of rescue_after"
+        )
 
 
 def _coerce(name: str, value: Any) -> Any:
