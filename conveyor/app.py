@@ -14,6 +14,7 @@ from .clock import Clock, SystemClock
 from .errors import SchemaError
 from .jobs import JobDefinition, PreparedJob, Registry
 from .models import JobRecord
+from .queues import check_queue_name
 from .retry import Retry
 from .settings import Settings, load_settings
 from .store import SCHEMA_VERSION, Store, open_store
@@ -61,6 +62,21 @@ class Conveyor:
                     self._store = open_store(self.url)
                     self._store_pid = os.getpid()
         return self._store
+
+    def store_missing(self) -> str | None:
+        """Why the store cannot be read without creating it — the URL names a SQLite file
+        that does not exist — or None. Opening the store would create that file."""
+        from urllib.parse import urlsplit
+
+        if urlsplit(self.url).scheme.lower() != "sqlite":
+            return None
+        from .store.sqlite import sqlite_path
+
+        path = sqlite_path(self.url)
+        if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+            return None
+        return (f"no SQLite database at {os.path.abspath(path)}: check the database URL"
+                " (CONVEYOR_DATABASE_URL or the app's), or create it with: conveyor migrate")
 
     def use_store(self, store: Store | None) -> None:
         """Point the app at another store (tests); None reopens from the URL on next use."""
@@ -146,9 +162,14 @@ class Conveyor:
         return JobHandle(self, job_id)
 
     def pause_queue(self, name: str) -> None:
+        """Start no more jobs from queue ``name`` (it still accepts them). A queue that has no
+        jobs yet can be paused too, before the code that uses it is deployed. ValueError for
+        a name no queue can have."""
+        name = check_queue_name(name)
         self.store.queue_pause(name)
 
     def resume_queue(self, name: str) -> None:
+        name = check_queue_name(name)
         self.store.queue_resume(name)
 
     def _now(self) -> Any:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import serialization
 from .errors import UnknownJob
 from .models import NewJob
+from .queues import check_queue_name
 from .retry import DEFAULT_RETRY, Retry
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 RESERVED = ("connection",)  # enqueue keywords that are conveyor's, not the job's
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1  # the stores keep it in a 32-bit column
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ class _Enqueuer(Generic[P, R]):
         if queue is not None:
             changes["queue"] = _check_queue(queue)
         if priority is not None:
-            changes["priority"] = int(priority)
+            changes["priority"] = check_priority(priority)
         if timeout is not None:
             changes["timeout"] = _seconds(timeout)
         return BoundJob(self._definition, replace(self._options, **changes))
@@ -70,10 +73,15 @@ class _Enqueuer(Generic[P, R]):
             except TypeError as e:
                 raise TypeError(f"{d.name}: {e}") from None
         o = self._options
+        run_at = o.run_at
+        if run_at is not None and run_at <= d.app.clock.now():
+            # due already: ready from the moment it is stored, so its wait (the queue's
+            # latency) counts from then, not from a date before it existed
+            run_at = None
         new = NewJob(
             name=d.name, args=serialization.encode_args(args),
             kwargs=serialization.encode_kwargs(kwargs), queue=o.queue, priority=o.priority,
-            max_attempts=d.retry.attempts, timeout=o.timeout, run_at=o.run_at,
+            max_attempts=d.retry.attempts, timeout=o.timeout, run_at=run_at,
         )
         return PreparedJob(d, new)
 
@@ -85,12 +93,22 @@ class _Enqueuer(Generic[P, R]):
         return self._definition.app.enqueue_many([prepared], connection=connection)[0]
 
     def enqueue_in(self, delay: timedelta | float, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        when = self._definition.app.clock.now() + timedelta(seconds=_seconds(delay))
+        seconds = _seconds(delay)
+        try:
+            when = self._definition.app.clock.now() + timedelta(seconds=seconds)
+        except (OverflowError, ValueError):  # past year 9999, or not a number at all
+            raise ValueError(
+                f"enqueue_in: a delay of {seconds:g} seconds is not a time a job can run at"
+            ) from None
         return BoundJob(self._definition, replace(self._options, run_at=when)).enqueue(*args, **kwargs)
 
     def enqueue_at(self, when: datetime, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        if when.tzinfo is None:
+        if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
             raise ValueError("enqueue_at needs an aware datetime (e.g. datetime.now(UTC))")
+        try:
+            when = when.astimezone(UTC)  # every store reads times back in UTC
+        except OverflowError:
+            raise ValueError(f"enqueue_at: {when.isoformat()} is after the year 9999 in UTC") from None
         return BoundJob(self._definition, replace(self._options, run_at=when)).enqueue(*args, **kwargs)
 
 
@@ -119,7 +137,7 @@ class JobDefinition(_Enqueuer[P, R]):
         self.arity = _positional_arity(self.signature)
         self._definition = self
         self._options = JobOptions(
-            queue=_check_queue(queue), priority=int(priority),
+            queue=_check_queue(queue), priority=check_priority(priority),
             timeout=None if timeout is None else _seconds(timeout),
         )
         self.__wrapped__ = func
@@ -135,7 +153,17 @@ class JobDefinition(_Enqueuer[P, R]):
         return self._options.timeout
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.func(*args, **kwargs)
+        """Run the function inline, now, and return what it returns.
+
+        An ``async def`` job called where no event loop is running in this thread is run to
+        completion (``asyncio.run``) and its result returned. Called from inside a running loop
+        (a coroutine, an async web handler), it returns the coroutine instead, so write
+        ``await my_async_job(1)`` there, as with any coroutine function.
+        """
+        result = self.func(*args, **kwargs)
+        if self.is_async and inspect.iscoroutine(result) and not _loop_running():
+            return asyncio.run(result)  # type: ignore[no-any-return]
+        return result
 
     def __repr__(self) -> str:
         return f"<job {self.name} queue={self.queue}>"
@@ -197,6 +225,31 @@ def _seconds(value: float | timedelta) -> float:
 
 
 def _check_queue(queue: str) -> str:
-    if not isinstance(queue, str) or not queue or len(queue) > 200 or "," in queue or ":" in queue:
-        raise ValueError(f"invalid queue name {queue!r} (non-empty, no ',' or ':')")
-    return queue
+    return check_queue_name(queue)
+
+
+def check_priority(priority: int) -> int:
+    """A whole number that fits the stores' 32-bit column; ValueError otherwise."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        try:
+            as_int = int(priority)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"priority must be a whole number, not {priority!r}") from None
+        if as_int != priority:
+            raise ValueError(f"priority must be a whole number, not {priority!r}")
+        priority = as_int
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        bits = priority.bit_length()
+        shown = str(priority) if bits <= 128 else f"(a {bits}-bit number)"
+        raise ValueError(
+            f"priority {shown} is out of range: it must be from {PRIORITY_MIN} to {PRIORITY_MAX}"
+        )
+    return priority
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

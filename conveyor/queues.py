@@ -6,6 +6,37 @@ from dataclasses import dataclass
 
 from .errors import ConfigurationError
 
+MAX_NAME = 200
+
+
+def queue_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a queue's name, or None if it can be one.
+
+    A worker names its queues in ``--queues a:3,b`` (commas and colons are syntax there, and
+    spaces around names are dropped), so a queue it could never be told to serve is refused.
+    """
+    if not isinstance(name, str):
+        return f"a queue name is text, not {type(name).__name__}"
+    if not name.strip():
+        return "a queue name cannot be empty or blank"
+    if len(name) > MAX_NAME:
+        return f"a queue name is at most {MAX_NAME} characters"
+    if name != name.strip():
+        return "a queue name cannot start or end with a space"
+    if "," in name or ":" in name:
+        return "a queue name cannot hold ',' or ':' (they separate queues and weights in --queues)"
+    if not name.replace(" ", "").isprintable():
+        return "a queue name cannot hold control characters, line breaks or invisible characters"
+    return None
+
+
+def check_queue_name(name: str) -> str:
+    """``name`` if it can be a queue's name; ValueError saying why not otherwise."""
+    problem = queue_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"invalid queue name {name!r}: {problem}")
+    return name
+
 
 @dataclass(frozen=True)
 class QueueSpec:
@@ -27,8 +58,12 @@ class QueueSpec:
         entries: list[tuple[str, int]] = []
         for part in text.split(","):
             name, _, weight = part.strip().partition(":")
+            name = name.strip()
             if not name:
                 raise ConfigurationError(f"--queues {text!r}: empty queue name")
+            problem = queue_name_problem(name)
+            if problem is not None:
+                raise ConfigurationError(f"--queues {text!r}: {problem}")
             try:
                 w = int(weight) if weight else 1
             except ValueError:
