@@ -169,24 +169,68 @@ class SQLiteStore:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            directory = os.path.dirname(os.path.abspath(self.path))
-            if not os.path.isdir(directory):
-                raise StoreUnavailable(
-                    f"cannot open SQLite database {self.path}: directory {directory} does not exist"
-                )
-            try:
-                conn = sqlite3.connect(
-                    self.path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA busy_timeout = 30000")
-                self._retry(conn.cursor().execute, "PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error as e:
-                raise StoreUnavailable(f"cannot open SQLite database {self.path}: {e}") from e
+            conn = self._open()
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection in WAL mode. What waiting cannot mend (not a database, a corrupt
+        file, no permission, no such directory) raises StoreError; the rest StoreUnavailable."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise StoreError(
+                f"cannot open SQLite database {self.path}: directory {directory} does not exist"
+            )
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._retry(conn.cursor().execute, "PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # a broken file says so now
+        except (sqlite3.Error, StoreError) as e:
+            if conn is not None:
+                with suppress(sqlite3.Error):
+                    conn.close()
+            cause = e if isinstance(e, sqlite3.Error) else e.__cause__
+            if not isinstance(cause, sqlite3.Error):
+                raise
+            raise self._open_error(cause, directory) from e
+        return conn
+
+    def _open_error(self, error: sqlite3.Error, directory: str) -> StoreError:
+        name = getattr(error, "sqlite_errorname", "") or ""
+        path = self.path
+        if name.startswith("SQLITE_NOTADB"):
+            return StoreError(
+                f"{path} is not a SQLite database ({error}): point the database URL at a conveyor"
+                " database, or at a file that does not exist yet"
+            )
+        if name.startswith("SQLITE_CORRUPT"):
+            return StoreError(
+                f"SQLite database {path} is corrupt ({error}): restore it from a backup, or move"
+                " it aside and run: conveyor migrate"
+            )
+        if os.path.isdir(path):
+            return StoreError(f"cannot open SQLite database {path}: it is a directory")
+        denied = self._access_problem(directory)
+        if denied or name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
+            return StoreError(
+                f"cannot write SQLite database {path}: {denied or error} (conveyor writes the file"
+                " and creates its -wal and -shm files beside it)"
+            )
+        return StoreUnavailable(f"cannot open SQLite database {path}: {error}")
+
+    def _access_problem(self, directory: str) -> str | None:
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return f"no permission to write in directory {directory}"
+        if os.path.exists(self.path) and not os.access(self.path, os.R_OK | os.W_OK):
+            return f"no permission to read and write {self.path}"
+        return None
 
     def close(self) -> None:
         with self._lock:
