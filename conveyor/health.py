@@ -6,12 +6,21 @@ deadlock the child. Instead ``poll()`` answers whatever requests are waiting, on
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
+from .errors import ConfigurationError
+
 Status = Callable[[], tuple[bool, dict[str, Any]]]
+_HINTS = {
+    errno.EADDRINUSE: "another process is using that port; pick another --health-port",
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+    errno.EACCES: "ports below 1024 need privileges; pick a higher --health-port",
+}
 
 
 class HealthServer:
@@ -40,7 +49,19 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # probes every few seconds would flood the log
 
-        self.server = HTTPServer((host, port), Handler)
+        try:
+            self.server = HTTPServer((host, port), Handler)
+        except socket.gaierror as e:
+            raise ConfigurationError(
+                f"--health-host {host!r} is not an address or host name this machine can use"
+                f" ({e.strerror or e})"
+            ) from None
+        except (OSError, OverflowError, UnicodeError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            hint = _HINTS.get(getattr(e, "errno", 0) or 0, "check --health-host and --health-port")
+            raise ConfigurationError(
+                f"cannot serve health checks on {host}:{port}: {reason} ({hint})"
+            ) from None
         self.server.timeout = 0
         self.port = self.server.server_address[1]
 
