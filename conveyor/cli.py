@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -27,9 +27,9 @@ from .errors import (
     JobNotFound,
     UnknownJob,
 )
-from .jobs import RESERVED, AnyJob, JobDefinition
+from .jobs import RESERVED, AnyJob, JobDefinition, check_priority
 from .models import JobState
-from .queues import QueueSpec
+from .queues import QueueSpec, check_queue_name
 from .settings import parse_duration
 
 BAD_INPUT = 2  # the command line or the configuration is wrong
@@ -54,9 +54,15 @@ class State:
     log_format: str | None = None
     _app: Conveyor | None = None
 
-    def app(self) -> Conveyor:
+    def app(self, *, create: bool = False) -> Conveyor:
+        """The app; unless ``create``, its store must exist already: a command that only looks
+        or acts on jobs never leaves a new, empty SQLite file behind."""
         if self._app is None:
-            self._app = load_app(self.app_path) if self.app_path else Conveyor()
+            self._app = load_app(self.app_path) if self.app_path is not None else Conveyor()
+        if not create:
+            missing = self._app.store_missing()
+            if missing is not None:
+                raise Failure(missing, BAD_INPUT)
         return self._app
 
 
@@ -65,7 +71,7 @@ def load_app(path: str) -> Conveyor:
     with the current directory on ``sys.path`` like celery and uvicorn do."""
     module_name, _, attr = path.partition(":")
     attr = attr or "app"
-    if not module_name.strip():
+    if not module_name.strip() or module_name != module_name.strip():
         raise ConfigurationError(f"--app {path!r}: expected MODULE:ATTRIBUTE, e.g. tasks:app")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
@@ -172,7 +178,7 @@ def cli() -> None:
 @command(cli, "migrate")
 def migrate() -> None:
     """Create or upgrade the schema; prints the version in place."""
-    app = state().app()
+    app = state().app(create=True)
     version = app.migrate()
     click.echo(f"schema version {version} at {out.safe_url(app.url)}")
 
@@ -197,7 +203,7 @@ def worker(
     from . import logs
 
     s = state()
-    app = s.app()
+    app = s.app(create=True)
     spec = QueueSpec.parse(queues, strict=strict)
     if health_host is not None and health_port is None:
         raise click.UsageError("--health-host goes with --health-port")
@@ -235,9 +241,16 @@ def enqueue(
         raise Failure("--kwargs must be a JSON object, e.g. '{\"user_id\": 42}'", BAD_INPUT)
     if set(kwargs) & set(RESERVED):
         raise Failure(f"--kwargs: {', '.join(RESERVED)} is reserved by conveyor", BAD_INPUT)
-    seconds = None if delay is None else parse_duration(delay, "--in")
+    seconds = None if delay is None else _parse_delay(delay)
     when = None if at is None else _parse_when(at)
+    if priority is not None:
+        _check_option(None, check_priority, priority)
+    if queue is not None:
+        _check_option("--queue", check_queue_name, queue)
     definition = _find_job(name)
+    missing = definition.app.store_missing()
+    if missing is not None:
+        raise Failure(missing, BAD_INPUT)
     try:
         bound = definition.options(queue=queue, priority=priority)
         if seconds is not None:
@@ -256,9 +269,22 @@ def enqueue(
         click.echo(handle.id)
 
 
+def _check_option(option: str | None, check: Callable[[Any], Any], value: Any) -> None:
+    """``check(value)``; its ValueError becomes a one-line error naming the option."""
+    try:
+        check(value)
+    except ValueError as e:
+        raise Failure(f"{option}: {e}" if option else str(e), BAD_INPUT) from None
+
+
 def _json_arg(label: str, text: str) -> Any:
     try:
         return serialization.loads(text)
+    except RecursionError:
+        raise Failure(
+            f"{label} is nested too deeply (arguments may nest {serialization.MAX_DEPTH} levels)",
+            BAD_INPUT,
+        ) from None
     except (ValueError, TypeError, AttributeError) as e:
         if text.startswith("-"):
             raise click.UsageError(f"no such option: {text}") from None
@@ -267,19 +293,34 @@ def _json_arg(label: str, text: str) -> Any:
         raise Failure(f"{label} {text!r} is not valid JSON ({reason}){hint}", BAD_INPUT) from None
 
 
+def _parse_delay(text: str) -> float:
+    seconds = parse_duration(text, "--in")
+    try:
+        _now() + timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        raise Failure(f"--in {text!r} is too far in the future (past the year 9999)",
+                      BAD_INPUT) from None
+    return seconds
+
+
 def _parse_when(text: str) -> datetime:
+    """An aware datetime; naive text is local time. A time already past runs the job now."""
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise Failure(
             f"--at {text!r} is not an ISO date-time, e.g. 2030-01-31T09:00:00+00:00", BAD_INPUT
         ) from None
-    return when if when.tzinfo else when.astimezone()
+    try:
+        return when if when.tzinfo else when.astimezone()
+    except (ValueError, OverflowError):
+        raise Failure(f"--at {text!r} is out of range as a local time; give its UTC offset,"
+                      " e.g. +00:00", BAD_INPUT) from None
 
 
 def _find_job(name: str) -> AnyJob:
     s = state()
-    app = s.app()
+    app = s.app(create=True)  # only its registry: the job found may belong to another app
     try:
         return app.registry.resolve(name)
     except UnknownJob as e:
@@ -325,11 +366,31 @@ def doctor(as_json: bool, watch: bool) -> NoReturn:
     from .doctor import main_command
 
     s = state()
-    code = main_command(s.app(), s.app_path, as_json=as_json, watch=watch, console=out.console())
+    app = s.app(create=True)  # opens nothing: a missing store is one of its findings
+    code = main_command(app, s.app_path, as_json=as_json, watch=watch, console=out.console())
     click.get_current_context().exit(code)
 
 
 # --- jobs ---------------------------------------------------------------------------------
+class JobId(click.ParamType[int]):
+    """A job id: a whole number that fits the stores' 64-bit id column."""
+
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            job_id = value
+        else:
+            try:
+                job_id = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a job id (a whole number)", param, ctx)
+        if not -(2**63) <= job_id < 2**63:
+            self.fail(f"{value} is not a job id (ids are at most {2**63 - 1})", param, ctx)
+        return job_id
+
+
+JOB_ID = JobId()
 jobs_group = subgroup(cli, "jobs", "Inspect jobs and act on them.")
 STATES = click.Choice([str(s) for s in JobState])
 
@@ -352,7 +413,7 @@ def jobs_list(
 
 
 @command(jobs_group, "show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @json_option
 def jobs_show(job_id: int, as_json: bool) -> None:
     """Everything about a job: arguments, result, progress, logs, every attempt's traceback."""
@@ -368,7 +429,7 @@ def jobs_show(job_id: int, as_json: bool) -> None:
 def _bulk_options(f: F) -> F:
     f = click.option("--queue", "-q", help="With --all-dead: only this queue.")(f)
     f = click.option("--all-dead", is_flag=True, help="Every dead job.")(f)
-    return click.argument("job_ids", nargs=-1, type=int)(f)
+    return click.argument("job_ids", nargs=-1, type=JOB_ID)(f)
 
 
 def _bulk(
@@ -380,6 +441,8 @@ def _bulk(
         raise click.UsageError(f"give job ids or --all-dead, not {'both' if all_dead else 'neither'}")
     if queue is not None and not all_dead:
         raise click.UsageError("--queue goes with --all-dead")
+    if queue is not None:
+        _check_option("--queue", check_queue_name, queue)
     if all_dead:
         click.echo(f"{verb} {act_all(queue)} dead job(s)")
         return
@@ -418,7 +481,7 @@ def jobs_discard(job_ids: tuple[int, ...], all_dead: bool, queue: str | None) ->
 
 
 @command(jobs_group, "cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 def jobs_cancel(job_id: int) -> None:
     """Cancel a waiting job now; ask a running one to stop."""
     after = state().app().jobs.cancel(job_id)
@@ -449,15 +512,30 @@ def queues_list(as_json: bool) -> None:
 @command(queues_group, "pause")
 @click.argument("name")
 def queues_pause(name: str) -> None:
-    """Stop starting jobs from a queue (it still accepts new ones)."""
-    state().app().pause_queue(name)
+    """Stop starting jobs from a queue (it still accepts new ones). A queue with no jobs yet
+    can be paused too, e.g. before deploying the code that uses it."""
+    _check_option(None, check_queue_name, name)
+    app = state().app()
+    known = _queue_in_use(app, name)
+    app.pause_queue(name)
     click.echo(f"queue {name} paused: jobs are kept, none start until: conveyor queues resume {name}")
+    if not known:
+        click.echo(f"note: no job and no worker uses queue {name!r} yet; it is paused all the same"
+                   " (check the spelling if you meant an existing one)", err=True)
+
+
+def _queue_in_use(app: Conveyor, name: str) -> bool:
+    """Whether queue ``name`` has jobs (or a pause record) or a registered worker listens to it."""
+    if any(q.queue == name for q in app.store.queue_stats()):
+        return True
+    return any(name in p.queues for p in app.store.process_list())
 
 
 @command(queues_group, "resume")
 @click.argument("name")
 def queues_resume(name: str) -> None:
     """Start jobs from a paused queue again."""
+    _check_option(None, check_queue_name, name)
     state().app().resume_queue(name)
     click.echo(f"queue {name} resumed")
 
@@ -473,7 +551,8 @@ def demo(duration: float, keep_running: bool) -> NoReturn:
     from . import demo as demo_module
 
     s = state()
-    url = s.app().url if s.app_path else os.environ.get("CONVEYOR_DATABASE_URL")
+    url = (s.app(create=True).url if s.app_path is not None
+           else os.environ.get("CONVEYOR_DATABASE_URL"))
     code = demo_module.run(url, duration=duration, keep_running=keep_running)
     click.get_current_context().exit(code)
 
