@@ -1,7 +1,8 @@
 """Run ONE claimed job: resolve it, call it, and turn how it ended into a ``JobOutcome``.
 
-The caller (worker or ``testing.drain``) writes the outcome to the store; nothing here writes
-job state, so the same code serves both.
+The caller (worker or ``testing.drain``) writes the outcome to the store, and fires the job's
+events once the store has accepted it; nothing here writes job state or fires an event, so the
+same code serves both. It takes a ``Runtime`` (what it uses), not the app.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,9 @@ from .models import AttemptOutcome, JobOutcome, JobRecord, JobState
 from .retry import Retry
 
 if TYPE_CHECKING:
-    from .app import Conveyor
+    from .clock import Clock
+    from .jobs import Registry
+    from .store import Store
 
 log = logging.getLogger("conveyor.job")
 
@@ -39,6 +43,21 @@ _INTERRUPTIONS = {
     MemoryExceeded: AttemptOutcome.MEMORY_EXCEEDED,
     JobCancelled: AttemptOutcome.CANCELLED,
 }
+
+# the event each way an attempt ends fires, once the store has accepted its outcome
+EVENT_OF = {JobState.SUCCEEDED: "succeeded", JobState.FAILED: "failed", JobState.DEAD: "dead",
+            JobState.CANCELLED: "cancelled"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What running a job needs: where its definition is, the time, and the store that
+    ``current_job()`` reports progress and log lines to (a callable: reopened after fork)."""
+
+    registry: Registry
+    clock: Clock
+    store: Callable[[], Store | None]
+
 
 @dataclass
 class Call:
@@ -52,36 +71,35 @@ class Call:
     kwargs: dict[str, Any] | None = None
     started: float = 0.0
 
-def prepare(app: Conveyor, job: JobRecord, worker_id: str) -> Call | JobOutcome:
+def prepare(rt: Runtime, job: JobRecord, worker_id: str) -> Call | JobOutcome:
     """Resolve the job's definition and decode its arguments, or the outcome explaining why not."""
     ctx = JobContext(
         id=job.id, name=job.name, queue=job.queue, attempt=job.attempt,
-        max_attempts=job.max_attempts, lease=job.lease, _store=app.store,
+        max_attempts=job.max_attempts, lease=job.lease, _store=rt.store(),
     )
     call = Call(job, worker_id, ctx, started=time.perf_counter())
     try:
-        call.definition = app.registry.resolve(job.name)
+        call.definition = rt.registry.resolve(job.name)
         call.args = serialization.loads(job.args)
         call.kwargs = serialization.loads(job.kwargs)
         if not isinstance(call.args, list) or not isinstance(call.kwargs, dict):
             raise ValueError("stored arguments are not a JSON list and object")
     except Exception as e:
-        return failure(app, call, e)
-    app.fire("started", job)
+        return failure(rt, call, e)
     return call
 
-def run_sync(app: Conveyor, call: Call) -> JobOutcome:
+def run_sync(rt: Runtime, call: Call) -> JobOutcome:
     assert call.definition is not None and call.args is not None and call.kwargs is not None
     token = _current.set(call.context)
     try:
         value = call.definition.func(*call.args, **call.kwargs)
     except BaseException as e:
-        return failure(app, call, e)
+        return failure(rt, call, e)
     finally:
         _current.reset(token)
-    return success(app, call, value)
+    return success(rt, call, value)
 
-async def run_async(app: Conveyor, call: Call) -> JobOutcome:
+async def run_async(rt: Runtime, call: Call) -> JobOutcome:
     assert call.definition is not None and call.args is not None and call.kwargs is not None
     token = _current.set(call.context)
     timeout = call.job.timeout
@@ -89,27 +107,27 @@ async def run_async(app: Conveyor, call: Call) -> JobOutcome:
         coro = call.definition.func(*call.args, **call.kwargs)
         value = await (asyncio.wait_for(coro, timeout) if timeout else coro)
     except TimeoutError:
-        return failure(app, call, JobTimeout(f"job ran past its timeout of {timeout:g}s"))
+        return failure(rt, call, JobTimeout(f"job ran past its timeout of {timeout:g}s"))
     except BaseException as e:
-        return failure(app, call, e)
+        return failure(rt, call, e)
     finally:
         _current.reset(token)
-    return success(app, call, value)
+    return success(rt, call, value)
 
-def success(app: Conveyor, call: Call, value: Any) -> JobOutcome:
+def success(rt: Runtime, call: Call, value: Any) -> JobOutcome:
     try:
         result = serialization.dumps(value, path="result")
     except Exception as e:  # TypeError from our limits; RecursionError, ValueError from json
-        return failure(app, call, e)
+        return failure(rt, call, e)
     outcome = JobOutcome(
         job_id=call.job.id, lease=call.job.lease or "", attempt=call.job.attempt,
-        worker_id=call.worker_id, started_at=call.job.started_at or app.clock.now(),
-        state=JobState.SUCCEEDED, outcome=AttemptOutcome.SUCCEEDED, result=result,
+        worker_id=call.worker_id, started_at=call.job.started_at or rt.clock.now(),
+        state=JobState.SUCCEEDED, outcome=AttemptOutcome.SUCCEEDED, result=result, job=call.job,
     )
-    _report(app, call, outcome, None)
+    _report(call, outcome)
     return outcome
 
-def failure(app: Conveyor, call: Call, error: BaseException) -> JobOutcome:
+def failure(rt: Runtime, call: Call, error: BaseException) -> JobOutcome:
     job = call.job
     policy: Retry = call.definition.retry if call.definition else Retry(attempts=job.max_attempts)
     kind = next((k for cls, k in _INTERRUPTIONS.items() if isinstance(error, cls)), None)
@@ -118,18 +136,18 @@ def failure(app: Conveyor, call: Call, error: BaseException) -> JobOutcome:
         state = JobState.CANCELLED
     elif policy.should_retry(error, job.attempt, limit=job.max_attempts):
         state = JobState.FAILED
-        retry_at = app.clock.now() + policy.delay(job.attempt)
+        retry_at = rt.clock.now() + policy.delay(job.attempt)
     else:
         state = JobState.DEAD
     is_ours = isinstance(error, ConveyorError) and not isinstance(error, JobInterrupted)
     outcome = JobOutcome(
         job_id=job.id, lease=job.lease or "", attempt=job.attempt, worker_id=call.worker_id,
-        started_at=job.started_at or app.clock.now(), state=state,
+        started_at=job.started_at or rt.clock.now(), state=state,
         outcome=kind or AttemptOutcome.ERROR, error_class=_class_name(error),
         error_message=_text(error), retry_at=retry_at,
-        traceback=None if is_ours else _traceback(error),
+        traceback=None if is_ours else _traceback(error), job=job, error=error,
     )
-    _report(app, call, outcome, error)
+    _report(call, outcome)
     return outcome
 
 def bare_outcome(call: Call) -> JobOutcome:
@@ -138,6 +156,7 @@ def bare_outcome(call: Call) -> JobOutcome:
     return JobOutcome(
         job_id=job.id, lease=job.lease or "", attempt=job.attempt, worker_id=call.worker_id,
         started_at=job.started_at or utcnow(), state=JobState.DEAD, outcome=AttemptOutcome.ERROR,
+        job=job,
     )
 
 
@@ -149,6 +168,7 @@ def unrecordable(outcome: JobOutcome, error: BaseException) -> JobOutcome:
         worker_id=outcome.worker_id, started_at=outcome.started_at, state=JobState.DEAD,
         outcome=AttemptOutcome.ERROR, error_class=_class_name(error),
         error_message=f"the attempt's outcome could not be recorded: {_text(error)}",
+        job=outcome.job, error=error,
     )
 
 
@@ -174,15 +194,13 @@ def _class_name(error: BaseException) -> str:
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
 
-def _report(app: Conveyor, call: Call, outcome: JobOutcome, error: BaseException | None) -> None:
+def _report(call: Call, outcome: JobOutcome) -> None:
     ms = (time.perf_counter() - call.started) * 1000 if call.started else 0.0
     job = call.job
     if outcome.state is JobState.SUCCEEDED:
-        app.fire("succeeded", job)
         if log.isEnabledFor(logging.INFO):
             log.info("job succeeded", extra=_fields(job, ms, outcome))
         return
-    app.fire("failed" if outcome.state is JobState.FAILED else "dead", job, error)
     level = logging.WARNING if outcome.state is JobState.FAILED else logging.ERROR
     log.log(level, "job %s", _verb(outcome.state), extra=_fields(job, ms, outcome))
 

@@ -117,6 +117,9 @@ class JobOutcome:
     traceback: str | None = None
     retry_at: datetime | None = None
     finished_at: datetime | None = None
+    # for the events fired once the store accepted it; never written
+    job: JobRecord | None = None
+    error: BaseException | None = None
 
     @property
     def error_summary(self) -> str | None:

@@ -22,12 +22,11 @@ from . import executor
 from .clock import utcnow
 from .context import JobContext
 from .errors import ConveyorError, JobCancelled, JobTimeout, StoreError, StoreUnavailable
-from .ledger import Ledger
-from .maintenance import Duty, Maintenance
+from .maintenance import Duty, Maintenance, Watchdog
 from .models import Held, JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
 from .queues import QueueSpec
 from .urls import redact_url
-from .worker import Outage, Worker
+from .worker import Ledger, Outage, Worker
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -37,7 +36,6 @@ log = logging.getLogger("conveyor.supervisor")
 LEADER = "maintenance"
 TICK = 0.1
 QUICK_DEATH = 1.0  # seconds: a child that dies younger than this counts towards a crash loop
-TIMEOUT_GRACE = 0.5  # an async job's own timeout fires first; a blocked one is stopped after this
 _inherited: list[Any] = []  # the parent's store objects, kept unclosed in a forked child
 
 
@@ -63,7 +61,7 @@ class Supervisor:
         self.queues = queues or QueueSpec()
         self.id = f"s-{uuid.uuid4().hex[:12]}"
         self.children: dict[int, Child] = {}
-        self.maintenance = Maintenance(app)
+        self.maintenance: Maintenance | None = None  # made once the store answers
         self._stopping = False
         self._force = False
         self._leader = False
@@ -84,6 +82,11 @@ class Supervisor:
         self._install_signals()
         if not self._wait_for_store():
             return 0
+        store, settings = self.app.store, self.app.settings
+        self.maintenance = Maintenance(store, settings, self.app.clock)
+        self._watchdog.service = Watchdog(
+            store, lambda: [c.worker_id for c in self.children.values()],
+            cancel_grace=settings.cancel_grace)
         self._register()
         log.info("supervisor started", extra={
             "supervisor": self.id, "processes": self.processes, "concurrency": self.concurrency,
@@ -240,7 +243,7 @@ class Supervisor:
             log.info("leadership %s", "acquired" if leader else "lost",
                      extra={"supervisor": self.id})
             self._leader = leader
-        if leader:
+        if leader and self.maintenance is not None:
             self.maintenance.run_once()
         if self._watchdog.due(time.monotonic()):
             self._stop_overdue()
@@ -249,13 +252,11 @@ class Supervisor:
     def _stop_overdue(self) -> None:
         """A job past its timeout (or its cancellation grace) may be stuck where no thread can
         be interrupted — C code, a socket read — so its whole worker process is replaced."""
+        assert isinstance(self._watchdog.service, Watchdog)
         pids = {c.worker_id: pid for pid, c in self.children.items()}
-        overdue = self.app.store.jobs_overdue(
-            list(pids), grace=TIMEOUT_GRACE, cancel_grace=self.app.settings.cancel_grace
-        )
-        for worker_id in dict.fromkeys(j.worker_id for j in overdue):
+        for worker_id, jobs in self._watchdog.service.run_once().items():
             if worker_id in pids:
-                self._replace(pids[worker_id], [j for j in overdue if j.worker_id == worker_id])
+                self._replace(pids[worker_id], jobs)
 
     def _replace(self, pid: int, overdue: list[JobRecord]) -> None:
         child = self.children.pop(pid)
@@ -264,7 +265,11 @@ class Supervisor:
         self._restart_at[child.slot] = time.monotonic()  # whatever happens next, the slot returns
         self._orphan(child, f"worker process {pid} replaced to stop an overdue job")
         store = self.app.store
-        accepted = store.job_finish_many([self._stopped(job) for job in overdue])
+        stopped = [self._stopped(job) for job in overdue]
+        accepted = store.job_finish_many(stopped)
+        for outcome, ok in zip(stopped, accepted, strict=True):  # events once the store took it
+            if ok and outcome.job is not None:
+                self.app.fire(executor.EVENT_OF[outcome.state], outcome.job, outcome.error)
         others = [j for j in store.job_list(JobFilter(states=(JobState.RUNNING,),
                                                       worker_id=child.worker_id, limit=10_000))]
         ids = ", ".join(str(j.id) for j in overdue)
@@ -294,7 +299,8 @@ class Supervisor:
         except ConveyorError:
             definition = None
         call = executor.Call(job, job.worker_id or "", JobContext(), definition=definition)
-        return executor.failure(self.app, call, error)
+        runtime = executor.Runtime(self.app.registry, self.app.clock, lambda: None)
+        return executor.failure(runtime, call, error)
 
     def _stop_children(self) -> None:
         for pid in list(self.children):

@@ -152,7 +152,8 @@ def _drain(app: Conveyor, *, max_jobs: int, result: DrainResult) -> DrainResult:
             break
         for job in claimed:
             outcome = _run_one(app, job)
-            store.job_finish_many([outcome], now=app._now())
+            if store.job_finish_many([outcome], now=app._now()) == [True]:
+                app.fire(executor.EVENT_OF[outcome.state], job, outcome.error)
             result.outcomes.append(outcome)
             attr = "failed" if outcome.state is JobState.FAILED else str(outcome.state)
             setattr(result, attr, getattr(result, attr) + 1)
@@ -160,18 +161,20 @@ def _drain(app: Conveyor, *, max_jobs: int, result: DrainResult) -> DrainResult:
 
 
 def _run_one(app: Conveyor, job: JobRecord) -> JobOutcome:
-    call = executor.prepare(app, job, "testing")
+    rt = executor.Runtime(app.registry, app.clock, lambda: app.store)
+    call = executor.prepare(rt, job, "testing")
     if isinstance(call, JobOutcome):
         return call
+    app.fire("started", job)
     assert call.definition is not None
     if not call.definition.is_async:
-        return executor.run_sync(app, call)
+        return executor.run_sync(rt, call)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(executor.run_async(app, call))
+        return asyncio.run(executor.run_async(rt, call))
     box: list[JobOutcome] = []  # called from inside an event loop: run on a fresh one aside
-    t = threading.Thread(target=lambda: box.append(asyncio.run(executor.run_async(app, call))))
+    t = threading.Thread(target=lambda: box.append(asyncio.run(executor.run_async(rt, call))))
     t.start()
     t.join()
     return box[0]

@@ -607,7 +607,7 @@ class SQLiteStore:
                 tuple(process_ids),
             ).fetchall()
             for job_id, attempt, worker, started in rows:
-                stage = Held.RUNNING if held is None else held.get(job_id, Held.WAITING)
+                stage = Held.RUNNING if held is None else Held(held.get(job_id, Held.WAITING))
                 message = c.lost_reason(stage, reason)
                 conn.execute(
                     "UPDATE conveyor_jobs SET attempt = attempt - 1, lease = NULL,"

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 UNSTARTED_REASON = "claimed ahead of a free slot and not started before the worker stopped"
-_EVENTS = {JobState.SUCCEEDED: "succeeded", JobState.FAILED: "failed", JobState.DEAD: "dead",
-           JobState.CANCELLED: "cancelled"}
 
 
 class Worker:
@@ -197,8 +195,7 @@ class Worker:
     def _accepted(self, outcome: JobOutcome) -> None:
         """The store took this outcome: now its event fires (hooks, metrics)."""
         if outcome.job is not None:
-            self.app.fire(_EVENTS.get(outcome.state, str(outcome.state)), outcome.job,
-                          outcome.error)
+            self.app.fire(executor.EVENT_OF[outcome.state], outcome.job, outcome.error)
 
     def _orphaned(self) -> bool:
         """A worker whose supervisor died stops, instead of running on unsupervised."""

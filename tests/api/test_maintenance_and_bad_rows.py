@@ -37,12 +37,12 @@ def test_retention_prunes_old_succeeded_and_dead_jobs_only(t: TestContext) -> No
     dead = explode.enqueue()
     drain()
     waiting = work.enqueue_in(timedelta(days=30), 2)
-    duties = Maintenance(app)
-    assert duties.prune_old(t.clock.now() + timedelta(hours=23)) == 0
-    assert duties.prune_old(t.clock.now() + timedelta(days=2)) == 1
+    duties = Maintenance(app.store, app.settings, app.clock)
+    assert duties.prune.run_once(t.clock.now() + timedelta(hours=23)) == 0
+    assert duties.prune.run_once(t.clock.now() + timedelta(days=2)) == 1
     assert app.store.job_get(done.id) is None, "succeeded job past retention"
     assert dead.status() is JobState.DEAD, "dead jobs are kept longer"
-    assert duties.prune_old(t.clock.now() + timedelta(days=4)) == 1
+    assert duties.prune.run_once(t.clock.now() + timedelta(days=4)) == 1
     assert app.store.job_get(dead.id) is None
     assert waiting.status() is JobState.SCHEDULED, "unfinished jobs are never pruned"
 
@@ -50,9 +50,9 @@ def test_retention_prunes_old_succeeded_and_dead_jobs_only(t: TestContext) -> No
 def test_promotion_makes_due_jobs_ready(t: TestContext) -> None:
     soon = work.enqueue_in(timedelta(seconds=10), 1)
     later = work.enqueue_in(timedelta(hours=1), 2)
-    duties = Maintenance(app)
-    assert duties.promote_due(t.clock.now()) == 0
-    assert duties.promote_due(t.clock.now() + timedelta(seconds=11)) == 1
+    duties = Maintenance(app.store, app.settings, app.clock)
+    assert duties.promote.run_once(t.clock.now()) == 0
+    assert duties.promote.run_once(t.clock.now() + timedelta(seconds=11)) == 1
     assert (soon.status(), later.status()) == (JobState.READY, JobState.SCHEDULED)
 
 
@@ -64,9 +64,9 @@ def test_jobs_of_a_silent_worker_are_rescued(t: TestContext) -> None:
     app.store.process_register(ProcessRecord(
         id="w-gone", kind="worker", host="h", pid=1, started_at=now, heartbeat_at=now))
     [claimed] = app.store.job_claim("w-gone", "default", 1, now=now)
-    duties = Maintenance(app)
-    assert duties.rescue_stale(now + timedelta(seconds=10)) == []
-    assert duties.rescue_stale(now + timedelta(seconds=31)) == [claimed.id]
+    duties = Maintenance(app.store, app.settings, app.clock)
+    assert duties.rescue.run_once(now + timedelta(seconds=10)) == []
+    assert duties.rescue.run_once(now + timedelta(seconds=31)) == [claimed.id]
     record = handle.record()
     assert (record.state, record.attempt) == (JobState.READY, 0), "a lost attempt is not spent"
     assert [a.outcome for a in handle.attempts()] == ["worker_lost"]

@@ -1,4 +1,5 @@
-"""Claiming ahead of free slots (worker.Pace): a worker in this process, on both stores."""
+"""Claiming ahead of free slots (Pace): the claim turn driven with explicit times, and a worker
+in this process, on both stores."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor, JobState
+from conveyor.context import JobContext
+from conveyor.executor import Call
+from conveyor.models import JobRecord
 from conveyor.worker import PREFETCH_MAX, Pace, Worker
+from conveyor.worker.claimer import IDLE, Claimer
+from conveyor.worker.completer import Completer
+from conveyor.worker.hand import Hand
+from conveyor.worker.pacing import WAITING_MAX
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20, message: str = "") -> None:
@@ -60,8 +68,8 @@ def held(store_url: str) -> Iterator[tuple[Conveyor, Any, threading.Event, list[
 def _worker_claiming_ahead(app: Conveyor) -> tuple[Worker, threading.Thread]:
     worker = Worker(app, worker_id="w-ahead", concurrency=1)
     # as if its jobs had taken 1 ms and its claims 10 ms: one slot, PREFETCH_MAX claimed ahead
-    worker._pace.ran(0.001)
-    worker._pace.claimed(0.010)
+    worker.claimer.pace.ran(0.001)
+    worker.claimer.pace.claimed(0.010)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     return worker, thread
@@ -107,23 +115,54 @@ def test_jobs_claimed_ahead_go_back_unstarted_at_once_on_shutdown(held) -> None:
         assert h.attempts() == [], "nor recorded"
 
 
-def test_jobs_claimed_ahead_go_back_when_the_slots_stay_busy(held, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from conveyor import worker as worker_module
+def _claimer(app: Conveyor) -> tuple[Claimer, list[JobRecord]]:
+    """A claim turn with one slot that has seen 1 ms jobs and 10 ms claims; launched jobs are
+    only noted (they never finish unless the test says so)."""
+    hand = Hand(concurrency=1)
+    completer = Completer(lambda: app.store, hand, accepted=lambda o: None,
+                          give_back=lambda pairs, why: None)
+    launched: list[JobRecord] = []
 
-    monkeypatch.setattr(worker_module, "WAITING_MAX", 0.3)
-    app, hold, release, started = held
+    def launch(job: JobRecord) -> None:
+        launched.append(job)
+        hand.started(Call(job, "w-ahead", JobContext()))
+
+    claimer = Claimer(lambda: app.store, "w-ahead", Worker(app, worker_id="x").queues, hand,
+                      completer, launch, poll=0.1)
+    claimer.pace.ran(0.001)
+    claimer.pace.claimed(0.010)
+    return claimer, launched
+
+
+def test_jobs_claimed_ahead_go_back_when_the_slots_stay_busy(held) -> None:  # type: ignore[no-untyped-def]
+    app, hold, _release, _started = held
     handles = [hold.enqueue(i) for i in range(PREFETCH_MAX + 1)]
-    worker, thread = _worker_claiming_ahead(app)
-    wait_until(lambda: all(h.status() is JobState.RUNNING for h in handles), message="all claimed")
-    # the first job holds the only slot; the ones claimed behind it are handed back for others
-    wait_until(lambda: all(h.status() is JobState.READY for h in handles[1:]),
-               message="jobs claimed ahead returned while the slot stays busy")
+    claimer, launched = _claimer(app)
+    assert claimer.step(now=100.0) == 0.0, "claimed: go on at once"
+    assert [j.id for j in launched] == [handles[0].id], "one slot: the rest wait in the worker"
+    assert all(h.status() is JobState.RUNNING for h in handles)
+    claimer.step(now=100.0 + WAITING_MAX / 2)
+    assert all(h.status() is JobState.RUNNING for h in handles), "waiting less than WAITING_MAX"
+    wait = claimer.step(now=100.0 + WAITING_MAX + 0.01)
+    assert all(h.status() is JobState.READY for h in handles[1:]), "handed back for other workers"
     assert handles[0].status() is JobState.RUNNING
-    assert worker._pace.ahead() == 0, "having seen a long job, it claims nothing ahead"
+    assert claimer.pace.ahead() == 0, "having seen the slot stay busy, it claims nothing ahead"
+    assert wait > 0 and wait != IDLE, "the slot is busy: wait for it, claim nothing"
     for h in handles[1:]:
         assert h.record().attempt == 0
         assert h.attempts() == [], "a job that never started has no attempt recorded"
-    time.sleep(0.5)  # not a synchronisation: the returned jobs must stay returned meanwhile
-    assert all(h.status() is JobState.READY for h in handles[1:]), "claimed and returned again"
-    release.set()
-    _all_run_in_order_then_stop(handles, started, worker, thread)
+    claimer.step(now=100.0 + WAITING_MAX + 0.5)
+    assert all(h.status() is JobState.READY for h in handles[1:]), "not claimed back meanwhile"
+
+
+def test_a_claim_turn_waits_a_moment_for_a_bigger_batch(held) -> None:  # type: ignore[no-untyped-def]
+    app, hold, _release, _started = held
+    [hold.enqueue(i) for i in range(8)]
+    claimer, launched = _claimer(app)
+    claimer.hand.concurrency = 4
+    claimer.pace = Pace(concurrency=4)  # nothing learnt: claim for the free slots only
+    assert claimer.step(now=0.0) == 0.0 and len(launched) == 4
+    claimer.hand.finished(launched[0])  # one of four slots free: worth waiting for more
+    wait = claimer.step(now=1.0)
+    assert 0 < wait <= 0.002 and len(launched) == 4
+    assert claimer.step(now=1.0025) == 0.0 and len(launched) == 5, "waited long enough: claim"

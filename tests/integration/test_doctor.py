@@ -375,3 +375,7 @@ def test_a_killed_worker_leaves_its_job_stuck(env: Env, app) -> None:
         assert job.status() is JobState.RUNNING
     finally:
         doctor.close()
+    # following the advice rescues it (a worker of another queue, so it is not run again)
+    env.worker("--queues", "elsewhere", settings={"rescue_after": "1"})
+    wait_until(lambda: job.status() is JobState.READY, 30, "the stuck job was rescued")
+    assert job.cancel() is JobState.CANCELLED

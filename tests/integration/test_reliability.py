@@ -68,8 +68,9 @@ def test_a_job_whose_worker_child_is_killed_runs_again_and_succeeds(env: Env, ap
     wait_until(lambda: job.status() is JobState.RUNNING, 30, "running")
     os.kill(wait_until(lambda: _children(worker.pid), 10, "child")[0], signal.SIGKILL)
     assert job.wait(timeout=30) is JobState.SUCCEEDED
-    assert job.result() == "done on attempt 2"
-    assert [a.outcome for a in job.attempts()] == ["worker_lost", "succeeded"]
+    assert job.result() == "done on attempt 1", "the lost run did not use up an attempt"
+    assert [(a.attempt, a.outcome) for a in job.attempts()] == [
+        (1, "worker_lost"), (1, "succeeded")]
     env.stop(worker)
 
 
@@ -103,7 +104,6 @@ def test_a_claim_whose_reply_was_lost_is_returned_by_the_worker(env: Env, app) -
     wait_until(lambda: job.status() is JobState.READY, 10, "returned to the queue")
     record = job.record()
     assert record.attempt == 0 and record.lease is None
-    [attempt] = job.attempts()
-    assert attempt.outcome == "shutdown" and "reply never reached" in (attempt.error_message or "")
+    assert job.attempts() == [], "it never started here: nothing is recorded against it"
     code, out = env.stop(worker)
     assert code == 0 and "returned jobs whose claim never reached this worker" in out

@@ -4,11 +4,10 @@ import asyncio
 import threading
 import time
 
-from conveyor import Conveyor
-from conveyor.worker import Worker
+from conveyor.worker.slots import AsyncLoop
 
 
-def test_threads_starting_async_jobs_at_once_share_one_event_loop(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_threads_starting_async_jobs_at_once_share_one_event_loop(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     make = asyncio.new_event_loop
 
     def slow_new_loop() -> asyncio.AbstractEventLoop:
@@ -16,13 +15,13 @@ def test_threads_starting_async_jobs_at_once_share_one_event_loop(tmp_path, monk
         return make()
 
     monkeypatch.setattr(asyncio, "new_event_loop", slow_new_loop)
-    worker = Worker(Conveyor(f"sqlite:///{tmp_path / 'c.db'}"), worker_id="w", concurrency=8)
+    async_loop = AsyncLoop()
     barrier = threading.Barrier(8)
     loops = []
 
     def start() -> None:
         barrier.wait()
-        loops.append(worker._event_loop())
+        loops.append(async_loop.get())
 
     threads = [threading.Thread(target=start) for _ in range(8)]
     for t in threads:

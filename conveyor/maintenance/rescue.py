@@ -1,0 +1,34 @@
+"""Jobs of workers that stopped heartbeating for ``rescue_after`` run again.
+
+A supervisor rescues its own dead children at once, knowing how far each job had got (see
+``worker.ledger``); this is the backstop for workers nobody watches any more: a lost host, a
+supervisor killed with its children. With nobody to say how far they got, every job counts as
+running (a worker_lost attempt, not charged to its retries).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from ..store import Store
+
+log = logging.getLogger("conveyor.maintenance")
+
+
+class Rescue:
+    def __init__(self, store: Store, *, rescue_after: float) -> None:
+        self.store = store
+        self.rescue_after = rescue_after
+
+    def run_once(self, now: datetime | None = None) -> list[int]:
+        stale = self.store.processes_stale(self.rescue_after, now=now)
+        if not stale:
+            return []
+        reason = f"worker stopped heartbeating for over {self.rescue_after:g}s"
+        rescued = self.store.jobs_rescue(stale, reason, now=now)
+        for process_id in stale:
+            self.store.process_deregister(process_id)
+        log.warning("rescued jobs of unresponsive workers",
+                    extra={"workers": ",".join(stale), "jobs": len(rescued)})
+        return rescued
