@@ -15,6 +15,7 @@ from .errors import UnknownJob
 from .models import NewJob
 from .queues import check_queue_name
 from .retry import DEFAULT_RETRY, Retry
+from .settings import parse_size
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -124,10 +125,12 @@ class JobDefinition(_Enqueuer[P, R]):
     def __init__(
         self, app: Conveyor, func: Callable[P, R], *, name: str | None = None,
         queue: str = "default", priority: int = 0, timeout: float | timedelta | None = None,
-        retry: Retry | int | None = None,
+        retry: Retry | int | None = None, max_memory: int | str | None = None,
     ) -> None:
         if isinstance(retry, int):
             retry = Retry(attempts=retry)
+        # while it runs, its worker process's memory may not pass this (see worker.memory)
+        self.max_memory = None if max_memory is None else parse_size(max_memory, "max_memory")
         self.app = app
         self.func = func
         self.name = name or job_name(func)

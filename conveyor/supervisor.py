@@ -27,6 +27,7 @@ from .models import Held, JobFilter, JobOutcome, JobRecord, JobState, ProcessRec
 from .queues import QueueSpec
 from .urls import redact_url
 from .worker import Ledger, Outage, Worker
+from .worker.memory import EXIT_REPLACE
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -195,7 +196,14 @@ class Supervisor:
 
     def _child_exited(self, pid: int, child: Child, status: int) -> None:
         how = _describe_exit(status)
-        if self._stopping and os.waitstatus_to_exitcode(status) == 0:
+        code = os.waitstatus_to_exitcode(status)
+        if self._stopping and code in (0, EXIT_REPLACE):
+            return
+        if code == EXIT_REPLACE:  # over a memory limit: it asked to be replaced
+            log.warning("worker process replaced (memory limit)", extra={"pid": pid})
+            self._restart_at[child.slot] = time.monotonic()
+            self._orphan(child, f"worker process {pid} replaced: over a memory limit")
+            self._rescue_orphans()
             return
         # only a child dying as it starts (a broken import, a bad setting) is a crash loop worth
         # slowing down; one killed after it had been working is replaced at once

@@ -110,6 +110,10 @@ class Hand:
             self._waiting.clear()
             return pairs
 
+    def running_calls(self) -> list[executor.Call]:
+        with self._lock:
+            return list(self._running.values())
+
     def running_pairs(self) -> list[Pair]:
         with self._lock:
             return [(c.job.id, c.job.lease or "") for c in self._running.values()]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .. import executor
 from ..clock import utcnow
-from ..errors import StoreError
+from ..errors import MemoryExceeded, StoreError
 from ..models import SUSPECT_AT, JobOutcome, JobRecord, JobState, ProcessRecord
 from ..queues import QueueSpec
 from ..store import Store
@@ -26,6 +26,7 @@ from .completer import Completer
 from .hand import Hand, Pair
 from .heartbeat import Heartbeat
 from .ledger import Ledger
+from .memory import EXIT_REPLACE, MemoryWatch, job_limit, mb
 from .pacing import Outage
 from .slots import AsyncLoop, Slots
 
@@ -60,6 +61,9 @@ class Worker:
         self._stop = threading.Event()
         self._slots = Slots(concurrency, self._run_sync)
         self._async = AsyncLoop()
+        self._exit_code = 0  # EXIT_REPLACE: over its memory limit, to be replaced
+        self._memory = MemoryWatch(app.settings.max_memory, self.hand.running_calls,
+                                   over_worker=self._over_memory, over_job=self._job_over_memory)
 
     def _store(self) -> Store:
         return self.app.store  # reopened after fork, on first use in the new process
@@ -91,6 +95,7 @@ class Worker:
         self._slots.start()
         completer.start()
         beat.start()
+        threading.Thread(target=self._memory.run, name="conveyor-memory", daemon=True).start()
         log.info("worker started", extra={"worker": self.id, "queues": str(self.queues),
                                           "concurrency": self.concurrency})
         try:
@@ -98,7 +103,7 @@ class Worker:
         finally:
             self.completer.idle.set()
             self._shutdown(completer)
-        return 0
+        return self._exit_code
 
     def _register(self) -> None:
         now = utcnow()
@@ -211,6 +216,43 @@ class Worker:
             if self._orphaned():
                 return
             self.heartbeat.beat()
+
+    # --- memory limits ------------------------------------------------------------------------
+    def _over_memory(self, rss: int) -> None:
+        """Over the worker's limit: finish what runs, then make way for a fresh process."""
+        log.warning("worker process over its memory limit; replacing it after its running jobs",
+                    extra={"worker": self.id, "rss": mb(rss),
+                           "max_memory": mb(self._settings.max_memory or 0)})
+        self._exit_code = EXIT_REPLACE
+        self.request_stop()
+
+    def _job_over_memory(self, call: executor.Call, rss: int) -> None:
+        """A job over its own limit cannot be stopped from another thread: record its attempt
+        as MemoryExceeded, return the jobs beside it, write what is pending, and exit."""
+        job, limit = call.job, job_limit(call) or 0
+        log.error("job over its memory limit; stopping it with its worker process", extra={
+            "job_id": job.id, "job_name": job.name, "rss": mb(rss), "max_memory": mb(limit)})
+        error = MemoryExceeded(f"its worker process reached {mb(rss)} while it ran, over the"
+                               f" job's max_memory of {mb(limit)}; the process was replaced")
+        stopped = executor.failure(self._runtime, call, error)
+        others = [pair for pair in self.hand.running_pairs() if pair[0] != job.id]
+        try:
+            store = self._store()
+            self.completer.written([stopped], store.job_finish_many([stopped]))
+            if others:
+                store.job_release(others, reason=f"worker process replaced: job {job.id} went"
+                                  " over its memory limit; attempt not counted")
+            waiting = self.hand.take_waiting()
+            if waiting:
+                store.job_release(waiting, started=False)
+            pending = self.completer.take()
+            if pending:
+                self.completer.written(pending, store.job_finish_many(pending))
+            store.process_deregister(self.id)
+        except StoreError as e:  # the supervisor's rescue deals with what is left
+            log.error("could not record everything before replacing the worker",
+                      extra={"error": str(e)})
+        os._exit(EXIT_REPLACE)
 
     # --- shutdown -------------------------------------------------------------------------
     def _shutdown(self, completer: threading.Thread) -> None:

@@ -154,3 +154,28 @@ def raises_odd_text() -> None:
     """An error message no database column takes as it is: a NUL and a lone surrogate."""
     record("raises_odd_text")
     raise ValueError("before\x00after \ud800 end")
+
+
+_kept: list[bytearray] = []  # what leaky() leaves behind in its worker process
+
+
+@app.job(max_memory="150MB", retry=Retry(attempts=1))
+def hog(megabytes: int) -> int:
+    """Holds ``megabytes`` of touched memory for a while: over its own limit if above 150."""
+    record("hog", megabytes)
+    block = bytearray(megabytes * 1_048_576)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(5)
+    return len(block)
+
+
+@app.job
+def leaky(megabytes: int) -> int:
+    """Leaves ``megabytes`` behind in its process: the process grows, the job succeeds."""
+    record("leaky", os.getpid())
+    block = bytearray(megabytes * 1_048_576)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    _kept.append(block)
+    return os.getpid()
