@@ -65,7 +65,8 @@ class Conveyor:
 
     def store_missing(self) -> str | None:
         """Why the store cannot be read without creating it — the URL names a SQLite file
-        that does not exist — or None. Opening the store would create that file."""
+        that does not exist, in a directory that does — or None. Opening the store would
+        create that file."""
         from urllib.parse import urlsplit
 
         if urlsplit(self.url).scheme.lower() != "sqlite":
@@ -75,8 +76,10 @@ class Conveyor:
         path = sqlite_path(self.url)
         if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
             return None
-        return (f"no SQLite database at {os.path.abspath(path)}: check the database URL"
-                " (CONVEYOR_DATABASE_URL or the app's), or create it with: conveyor migrate")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            return None  # nothing could be created there: opening it says why
+        return (f"SQLite database {os.path.abspath(path)} does not exist: check the database"
+                " URL (CONVEYOR_DATABASE_URL or the app's), or create it with: conveyor migrate")
 
     def use_store(self, store: Store | None) -> None:
         """Point the app at another store (tests); None reopens from the URL on next use."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rich.console import Console
 from rich.text import Text
 
-from .errors import ConfigurationError, SchemaError, StoreError, StoreUnavailable
+from .errors import ConfigurationError, SchemaError, StoreError
 from .models import JobRecord, JobState, ProcessRecord, QueueStats
 from .settings import Settings
 from .store import SCHEMA_VERSION
@@ -154,7 +154,7 @@ class Snapshot:
 def take_snapshot(app: Conveyor, now: datetime | None, app_path: str | None) -> Snapshot:
     missing = app.store_missing()
     if missing is not None:  # looking must not create the file
-        raise StoreUnavailable(missing)
+        raise SchemaError(missing)
     store = app.store
     version = store.schema_version()
     if version != SCHEMA_VERSION:
