@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -47,7 +48,7 @@ class Result:
     duplicate_runs: int = 0
     unexplained_duplicates: int = 0  # ran twice with no kill of the process that ran it first
     kills: int = 0
-    # per kill whose victim was known: jobs it held past their start (worker_lost attempts)
+    # per kill: jobs the killed process held past their start (its worker_lost attempts)
     running_at_kill: list[int] = field(default_factory=list)
     max_rescue_s: float = 0.0
     wall_s: float = 0.0
@@ -65,8 +66,7 @@ class Result:
 
     def table(self, store: str) -> str:
         at_kill = self.running_at_kill
-        running = (f"{mean(at_kill):.1f} avg, {max(at_kill)} max ({len(at_kill)} of"
-                   f" {self.kills} kills known)" if at_kill else "n/a")
+        running = f"{mean(at_kill):.1f} avg, {max(at_kill)} max" if at_kill else "n/a"
         rows = [
             ("store", store), ("jobs", f"{self.jobs:,}"), ("succeeded", f"{self.succeeded:,}"),
             ("dead (innocent)", f"{self.dead} (target 0: no job here is a poison pill)"),
@@ -121,7 +121,7 @@ def run(url: str, n: int, *, kill_every: float = 2.0, restart: PrivateCluster | 
         env={**env, "CONVEYOR_HOST_ID": f"chaos-{k}"}, cwd=ROOT, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k in range(2)]
     result = Result(jobs=n)
-    kills: list[tuple[float, str]] = []  # (time, worker id)
+    kills: list[tuple[float, str, int]] = []  # (time, worker id if known, pid)
     workers: dict[int, str] = {}  # pid -> worker id, as last seen
     start = time.time()
     next_kill = time.monotonic() + kill_every
@@ -145,8 +145,11 @@ def run(url: str, n: int, *, kill_every: float = 2.0, restart: PrivateCluster | 
                 victims = [c for s in sups for c in children(s.pid)]
                 if victims:
                     victim = rng.choice(victims)
-                    os.kill(victim, signal.SIGKILL)
-                    kills.append((time.time(), workers.get(victim, "")))
+                    try:
+                        os.kill(victim, signal.SIGKILL)
+                    except ProcessLookupError:  # gone since pgrep: no kill this turn
+                        continue
+                    kills.append((time.time(), workers.get(victim, ""), victim))
     finally:
         result.wall_s = time.time() - start
         for s in sups:
@@ -178,29 +181,41 @@ def summarize(app, handles, log: Path, kills, result: Result) -> Result:  # type
     result.succeeded = states[JobState.SUCCEEDED]
     result.duplicate_runs = sum(c - 1 for c in ends.values() if c > 1)
     result.kills = len(kills)
-    killed = dict((w, t) for t, w in kills if w)
+    # an attempt lost to a kill names the worker, or (its id not yet seen) the process
+    by_worker = {w: k for k, (_, w, _) in enumerate(kills) if w}
+    by_pid = {pid: k for k, (_, _, pid) in enumerate(kills)}
+
+    def kill_of(attempt) -> int | None:  # type: ignore[no-untyped-def]
+        if attempt.outcome != "worker_lost":
+            return None
+        if attempt.worker_id in by_worker:
+            return by_worker[attempt.worker_id]
+        pid = re.match(r"worker process (\d+) ", attempt.error_message or "")
+        return by_pid.get(int(pid[1])) if pid else None
+
     starts = [line.split() for line in log.read_text().splitlines() if line[0] == "S"]
     restarted = Counter(int(s[1]) for s in starts)
     result.rerun = sum(1 for c in restarted.values() if c > 1)
-    running_in = Counter[str]()  # killed worker id -> jobs whose code was running in it
+    running_in = Counter[int]()  # kill -> jobs the killed process held past their start
     unexplained: list[str] = []
     for job_id in (j for j, c in restarted.items() if c > 1):
         by_a_kill = False
         attempts = app.handle(job_id).attempts()
         for attempt in attempts:
-            lost = attempt.outcome == "worker_lost" and attempt.worker_id in killed
-            if lost:
-                by_a_kill = True
-                running_in[attempt.worker_id] += 1
-            if lost and attempt.finished_at:
-                delay = attempt.finished_at.timestamp() - killed[attempt.worker_id]
+            kill = kill_of(attempt)
+            if kill is None:
+                continue
+            by_a_kill = True
+            running_in[kill] += 1
+            if attempt.finished_at:
+                delay = attempt.finished_at.timestamp() - kills[kill][0]
                 result.max_rescue_s = max(result.max_rescue_s, delay)
         if ends[job_id] > 1 and not by_a_kill:
             result.unexplained_duplicates += ends[job_id] - 1
             unexplained.append(f"job {job_id}: " + "; ".join(
                 f"{a.attempt} {a.outcome} on {a.worker_id} ({a.error_message or ''})"
                 for a in attempts))
-    result.running_at_kill = [running_in[w] for w in killed]
+    result.running_at_kill = [running_in[k] for k in range(len(kills))]
     if unexplained:
         result.notes.append("ran twice with no kill of the process that ran it first:\n"
                             + "\n".join(unexplained[:10]))
