@@ -62,6 +62,14 @@ class InvalidState(ConveyorError):
 class DuplicateJob(ConveyorError):
     """A job with the same unique key already exists."""
 
+    def __init__(
+        self, message: str | None = None, *, existing_id: int | None = None,
+        unique_key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id  # the unfinished job holding the key, when known
+        self.unique_key = unique_key
+
 
 class ArgumentEncodingError(ConveyorError, TypeError):
     """A value cannot be encoded as conveyor JSON."""

@@ -24,6 +24,13 @@ class JobState(StrEnum):
 
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
 WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.READY, JobState.FAILED, JobState.BLOCKED})
+# a job in one of these holds its unique_key: no second job with that key can be enqueued
+UNFINISHED_STATES = WAITING_STATES | {JobState.RUNNING}
+# states a job that runs and succeeds never passes through: the stores index them (migration 0002)
+QUIET_STATES = frozenset({
+    JobState.SCHEDULED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.BLOCKED,
+})
+RETRYABLE_STATES = frozenset({JobState.DEAD, JobState.CANCELLED, JobState.FAILED})
 
 
 # A job lost with its worker process this many times in a row is a poison pill: dead. The deaths
@@ -69,6 +76,15 @@ class NewJob:
     run_at: datetime | None = None  # None: ready now
     unique_key: str | None = None
     concurrency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What became of one job handed to the store: ``created``, or not, because an unfinished
+    job with the same unique key exists; ``id`` is then that job's."""
+
+    id: int
+    created: bool
 
 
 @dataclass(frozen=True, slots=True)
