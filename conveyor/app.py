@@ -1,30 +1,28 @@
-"""``Conveyor``: settings, job registry, hooks, and the store, opened lazily."""
+"""``Conveyor``: a facade over settings, the job registry, a ``Client`` and ``Events``.
+
+What a user touches: ``@app.job``, ``app.enqueue_many`` and ``@app.on(event)``. Reading and
+acting on jobs is ``app.client``'s work (``app.jobs`` is the same object); the store behind
+it is opened on first use, once per process.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
-from .client import JobHandle, Jobs
+from .client import Client, JobHandle, LazyStore
 from .clock import Clock, SystemClock
 from .errors import SchemaError
+from .events import Event, Events, Hook
 from .jobs import JobDefinition, PreparedJob, Registry
 from .models import JobRecord
-from .queues import check_queue_name
 from .retry import Retry
 from .settings import Settings, load_settings
-from .store import SCHEMA_VERSION, Store, open_store
+from .store import SCHEMA_VERSION, Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Event = Literal["started", "succeeded", "failed", "dead"]
-EVENTS = ("started", "succeeded", "failed", "dead")
-Hook = Callable[[JobRecord, BaseException | None], Any]
-log = logging.getLogger("conveyor")
 
 
 class Conveyor:
@@ -36,14 +34,10 @@ class Conveyor:
 
     def __init__(self, url: str | None = None, *, clock: Clock | None = None, **settings: Any):
         self.settings: Settings = load_settings(url, settings)
-        self.clock: Clock = clock or SystemClock()
         self.registry = Registry()
-        self.jobs = Jobs(self)
-        self.hooks: dict[str, list[Hook]] = {e: [] for e in EVENTS}
-        self.inline_runner: Callable[[], None] | None = None  # set by conveyor.testing
-        self._store: Store | None = None
-        self._store_pid = 0
-        self._lock = threading.Lock()
+        self.events = Events()
+        self._stores = LazyStore(lambda: self.settings.database_url)
+        self.client = Client(self._stores, clock or SystemClock(), self.events)
 
     def __repr__(self) -> str:
         return f"<Conveyor {self.url}>"
@@ -52,46 +46,42 @@ class Conveyor:
     def url(self) -> str:
         return self.settings.database_url
 
+    @property
+    def clock(self) -> Clock:
+        return self.client.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self.client.clock = clock
+
+    @property
+    def jobs(self) -> Client:
+        """Inspection and actions on jobs: the app's client under its older name."""
+        return self.client
+
     # --- store ------------------------------------------------------------------------
     @property
     def store(self) -> Store:
-        if self._store is None or self._store_pid != os.getpid():
-            with self._lock:
-                if self._store is None or self._store_pid != os.getpid():
-                    # after fork the parent's connections are not ours to use or close
-                    self._store = open_store(self.url)
-                    self._store_pid = os.getpid()
-        return self._store
+        return self._stores()
+
+    @property
+    def _store(self) -> Store | None:
+        """The store in use without opening one (read by the supervisor before a fork)."""
+        return self._stores.current
 
     def store_missing(self) -> str | None:
         """Why the store cannot be read without creating it — the URL names a SQLite file
         that does not exist, in a directory that does — or None. Opening the store would
         create that file."""
-        from urllib.parse import urlsplit
+        return self._stores.missing()
 
-        if urlsplit(self.url).scheme.lower() != "sqlite":
-            return None
-        from .store.sqlite import sqlite_path
-
-        path = sqlite_path(self.url)
-        if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
-            return None
-        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            return None  # nothing could be created there: opening it says why
-        return (f"SQLite database {os.path.abspath(path)} does not exist: check the database"
-                " URL (CONVEYOR_DATABASE_URL or the app's), or create it with: conveyor migrate")
-
-    def use_store(self, store: Store | None) -> None:
-        """Point the app at another store (tests); None reopens from the URL on next use."""
-        with self._lock:
-            self._store = store
-            self._store_pid = os.getpid()
+    def use_store(self, store: Store | None) -> Store | None:
+        """Point the app at another store (tests); None reopens from the URL on next use.
+        Returns the store used before (after a fork, the parent's: keep it, never close it)."""
+        return self._stores.use(store)
 
     def close(self) -> None:
-        with self._lock:
-            if self._store is not None and self._store_pid == os.getpid():
-                self._store.close()
-            self._store = None
+        self._stores.close()
 
     def migrate(self) -> int:
         return self.store.migrate()
@@ -126,55 +116,37 @@ class Conveyor:
         """Register a function as a job: ``@app.job`` or ``@app.job(queue=..., retry=...)``."""
 
         def register(f: Callable[P, R]) -> JobDefinition[P, R]:
-            definition = JobDefinition(self, f, **options)
+            definition = JobDefinition(self.client, f, **options)
             self.registry.add(definition)
             return definition
 
         return register(func) if func is not None else register
 
-    def on(self, event: Event) -> Callable[[Hook], Hook]:
-        """Call ``hook(job_record, error_or_None)`` when a job starts, succeeds, fails or dies."""
-        if event not in self.hooks:
-            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
+    def on(self, event: Event | str) -> Callable[[Hook], Hook]:
+        """Call ``hook(job_record, error_or_None)`` after the store accepted a job's change:
+        ``enqueued``, ``started``, ``succeeded``, ``failed`` (will retry), ``dead`` or
+        ``cancelled``. A hook that raises is logged; the job goes on."""
+        return self.events.on(event)
 
-        def register(hook: Hook) -> Hook:
-            self.hooks[event].append(hook)
-            return hook
-
-        return register
-
-    def fire(self, event: str, job: JobRecord, error: BaseException | None = None) -> None:
-        for hook in self.hooks[event]:
-            try:
-                hook(job, error)
-            except Exception:  # a broken error tracker must not break the job
-                log.exception("hook %s for %s raised", getattr(hook, "__name__", hook), event)
+    def fire(self, event: Event | str, job: JobRecord, error: BaseException | None = None) -> None:
+        """Call the hooks of ``event``: only once the store has accepted the change."""
+        self.events.fire(event, job, error)
 
     # --- enqueueing ---------------------------------------------------------------------
     def enqueue_many(
         self, prepared: Iterable[PreparedJob], *, connection: Any = None
     ) -> list[JobHandle]:
         """Write many prepared jobs in one transaction; handles in the same order."""
-        new_jobs = [p.new_job for p in prepared]
-        ids = self.store.job_insert_many(new_jobs, connection=connection, now=self._now())
-        if self.inline_runner is not None and connection is None:
-            self.inline_runner()
-        return [JobHandle(self, i) for i in ids]
+        return self.client.enqueue_many(prepared, connection=connection)
 
     def handle(self, job_id: int) -> JobHandle:
-        return JobHandle(self, job_id)
+        return JobHandle(self.client, job_id)
 
     def pause_queue(self, name: str) -> None:
         """Start no more jobs from queue ``name`` (it still accepts them). A queue that has no
         jobs yet can be paused too, before the code that uses it is deployed. ValueError for
         a name no queue can have."""
-        name = check_queue_name(name)
-        self.store.queue_pause(name)
+        self.client.pause(name)
 
     def resume_queue(self, name: str) -> None:
-        name = check_queue_name(name)
-        self.store.queue_resume(name)
-
-    def _now(self) -> Any:
-        """The time to pass to the store: None (the store's clock) unless the clock is frozen."""
-        return self.clock.now() if self.clock.frozen else None
+        self.client.resume(name)

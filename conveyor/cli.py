@@ -248,7 +248,7 @@ def enqueue(
     if queue is not None:
         _check_option("--queue", check_queue_name, queue)
     definition = _find_job(name)
-    missing = definition.app.store_missing()
+    missing = definition.client.store.missing()
     if missing is not None:
         raise Failure(missing, BAD_INPUT)
     try:

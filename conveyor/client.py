@@ -1,43 +1,234 @@
-"""Acting on jobs from outside a worker: handles, inspection, retry, discard, cancel."""
+"""``Client``: everything done to jobs and queues from outside a worker.
+
+Enqueue, read, retry, discard, cancel, pause and resume, plus the reads the CLI, the
+dashboard and an HTTP API show (queue stats, attempts, logs, worker processes). Each is one
+store call; the ``enqueued`` event fires once the insert has committed.
+
+The store is reached through a ``LazyStore``: opened on first use, once per process (a forked
+worker opens its own connections).
+"""
 
 from __future__ import annotations
 
 import builtins
+import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import serialization
+from .clock import Clock
 from .errors import InvalidState, JobFailed, JobNotFound, WaitTimeout
-from .models import AttemptRecord, JobFilter, JobRecord, JobState, LogRecord
+from .events import Event, Events
+from .models import (
+    AttemptRecord,
+    JobFilter,
+    JobRecord,
+    JobState,
+    LogRecord,
+    NewJob,
+    ProcessRecord,
+    QueueStats,
+)
+from .queues import check_queue_name
+from .store import Store, open_store
 
 if TYPE_CHECKING:
-    from .app import Conveyor
+    from .jobs import PreparedJob
+
+
+class LazyStore:
+    """The store at ``url()``, opened on first call in each process."""
+
+    def __init__(self, url: Callable[[], str]) -> None:
+        self._url = url
+        self._store: Store | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Store:
+        store = self._store
+        if store is None or self._pid != os.getpid():
+            with self._lock:
+                if self._store is None or self._pid != os.getpid():
+                    # after fork the parent's connections are not ours to use or close
+                    self._store = open_store(self._url())
+                    self._pid = os.getpid()
+                store = self._store
+        return store
+
+    @property
+    def current(self) -> Store | None:
+        """The store in use, without opening one (it may be a parent process's)."""
+        return self._store
+
+    def use(self, store: Store | None) -> Store | None:
+        """Use ``store`` from now on (None: reopen from the URL on next use); returns the one
+        used before, which may belong to the parent process after a fork: keep it, never
+        close it there."""
+        with self._lock:
+            previous, self._store, self._pid = self._store, store, os.getpid()
+        return previous
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None and self._pid == os.getpid():
+                self._store.close()
+            self._store = None
+
+    def missing(self) -> str | None:
+        """Why the store cannot be read without creating it — the URL names a SQLite file
+        that does not exist, in a directory that does — or None."""
+        return store_missing(self._url())
+
+
+def store_missing(url: str) -> str | None:
+    """Why opening ``url`` would create a new, empty SQLite file, or None."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).scheme.lower() != "sqlite":
+        return None
+    from .store.sqlite import sqlite_path
+
+    path = sqlite_path(url)
+    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return None
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return None  # nothing could be created there: opening it says why
+    return (f"SQLite database {os.path.abspath(path)} does not exist: check the database"
+            " URL (CONVEYOR_DATABASE_URL or the app's), or create it with: conveyor migrate")
+
+
+class Client:
+    """Jobs and queues, acted on and read. ``app.client`` is the one an app uses."""
+
+    def __init__(self, store: LazyStore, clock: Clock, events: Events) -> None:
+        self.store = store
+        self.clock = clock
+        self.events = events
+
+    # --- writing jobs --------------------------------------------------------------------
+    def enqueue_many(
+        self, prepared: Iterable[PreparedJob], *, connection: Any = None
+    ) -> list[JobHandle]:
+        """Write prepared jobs in one transaction; their handles, in the same order.
+
+        With ``connection=`` the jobs are written inside the caller's open transaction and
+        become real only if the caller commits, which conveyor cannot see: ``enqueued`` is
+        not fired for them (fire your own after the commit if you need it).
+        """
+        ids = self._insert([p.new_job for p in prepared], connection)
+        if connection is None and self.events.wanted(Event.ENQUEUED):
+            self._announce(ids)
+        return [JobHandle(self, i) for i in ids]
+
+    def enqueue(self, prepared: PreparedJob, *, connection: Any = None) -> JobHandle:
+        return self.enqueue_many([prepared], connection=connection)[0]
+
+    def _insert(self, new_jobs: list[NewJob], connection: Any) -> list[int]:
+        """The one place jobs are written."""
+        inserted = self.store().job_insert_many(new_jobs, connection=connection, now=self.now())
+        return [i.id for i in inserted]
+
+    def _announce(self, ids: Sequence[int]) -> None:
+        """Fire ``enqueued`` for committed jobs, read back as the store holds them."""
+        wanted = tuple(dict.fromkeys(ids))
+        found = self.store().job_list(JobFilter(ids=wanted, limit=len(wanted)))
+        for job in sorted(found, key=lambda j: j.id):
+            self.events.fire(Event.ENQUEUED, job)
+
+    def now(self) -> Any:
+        """The time to pass to the store: None (the store's clock) unless the clock is frozen."""
+        return self.clock.now() if self.clock.frozen else None
+
+    # --- reading jobs --------------------------------------------------------------------
+    def get(self, job_id: int) -> JobRecord:
+        """The job; JobNotFound if there is none with that id."""
+        job = self.store().job_get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return job
+
+    def list(
+        self, *, state: JobState | str | None = None, queue: str | None = None,
+        name: str | None = None, limit: int = 50, before_id: int | None = None,
+    ) -> builtins.list[JobRecord]:
+        """Jobs, newest first; page with ``before_id`` (the last id seen)."""
+        states = (JobState(state),) if state else ()
+        return self.store().job_list(
+            JobFilter(states=states, queue=queue, name=name, limit=limit, before_id=before_id)
+        )
+
+    def attempts(self, job_id: int) -> builtins.list[AttemptRecord]:
+        return self.store().job_attempts(job_id)
+
+    def logs(self, job_id: int) -> builtins.list[LogRecord]:
+        return self.store().job_logs(job_id)
+
+    # --- acting on jobs ------------------------------------------------------------------
+    def retry(self, job_ids: Sequence[int]) -> int:
+        """Dead, cancelled or failed jobs become ready now; how many did."""
+        return self.store().job_retry(builtins.list(job_ids))
+
+    def discard(self, job_ids: Sequence[int]) -> int:
+        """Delete jobs that are not running; how many were."""
+        return self.store().job_discard(builtins.list(job_ids))
+
+    def retry_all(self, state: JobState = JobState.DEAD, queue: str | None = None) -> int:
+        return self.retry(self.store().job_ids_by_state(state, queue=queue))
+
+    def discard_all(self, state: JobState = JobState.DEAD, queue: str | None = None) -> int:
+        return self.discard(self.store().job_ids_by_state(state, queue=queue))
+
+    def cancel(self, job_id: int) -> JobState:
+        """Cancel now if waiting; ask a running job to stop (it sees ``cancel_requested``).
+        Returns the state after; JobNotFound if there is no such job."""
+        state = self.store().job_cancel(job_id)
+        if state is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return state
+
+    # --- queues and processes --------------------------------------------------------------
+    def pause(self, queue: str) -> None:
+        """Start no more jobs from ``queue`` (it still accepts them). A queue that has no jobs
+        yet can be paused too. ValueError for a name no queue can have."""
+        name = check_queue_name(queue)  # before the store is opened
+        self.store().queue_pause(name)
+
+    def resume(self, queue: str) -> None:
+        name = check_queue_name(queue)
+        self.store().queue_resume(name)
+
+    def queues(self) -> builtins.list[QueueStats]:
+        """Every queue with jobs or a pause record: counts by state and the oldest ready job."""
+        return self.store().queue_stats()
+
+    def workers(self) -> builtins.list[ProcessRecord]:
+        """Registered supervisor and worker processes."""
+        return self.store().process_list()
 
 
 class JobHandle:
     """A reference to a stored job. Cheap to create; every method reads the store."""
 
-    __slots__ = ("app", "id")
+    __slots__ = ("client", "id")
 
-    def __init__(self, app: Conveyor, job_id: int) -> None:
-        self.app = app
+    def __init__(self, client: Client, job_id: int) -> None:
+        self.client = client
         self.id = job_id
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id}>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, JobHandle) and other.id == self.id and other.app is self.app
+        return isinstance(other, JobHandle) and other.id == self.id and other.client is self.client
 
     def __hash__(self) -> int:
         return hash(self.id)
 
     def record(self) -> JobRecord:
-        job = self.app.store.job_get(self.id)
-        if job is None:
-            raise JobNotFound(f"no job with id {self.id}")
-        return job
+        return self.client.get(self.id)
 
     def status(self) -> JobState:
         return self.record().state
@@ -70,52 +261,10 @@ class JobHandle:
 
     def cancel(self) -> JobState:
         """Cancel now if waiting; ask a running job to stop (it sees ``cancel_requested``)."""
-        state = self.app.store.job_cancel(self.id)
-        if state is None:
-            raise JobNotFound(f"no job with id {self.id}")
-        return state
+        return self.client.cancel(self.id)
 
     def attempts(self) -> list[AttemptRecord]:
-        return self.app.store.job_attempts(self.id)
+        return self.client.attempts(self.id)
 
     def logs(self) -> list[LogRecord]:
-        return self.app.store.job_logs(self.id)
-
-
-class Jobs:
-    """Inspection and bulk actions (what the CLI and dashboard call)."""
-
-    def __init__(self, app: Conveyor) -> None:
-        self.app = app
-
-    def get(self, job_id: int) -> JobRecord:
-        return JobHandle(self.app, job_id).record()
-
-    def list(
-        self, *, state: JobState | str | None = None, queue: str | None = None,
-        name: str | None = None, limit: int = 50, before_id: int | None = None,
-    ) -> list[JobRecord]:
-        states = (JobState(state),) if state else ()
-        return self.app.store.job_list(
-            JobFilter(states=states, queue=queue, name=name, limit=limit, before_id=before_id)
-        )
-
-    def retry(self, job_ids: Sequence[int]) -> int:
-        """Dead, cancelled or failed jobs become ready now."""
-        return self.app.store.job_retry(list(job_ids))
-
-    def discard(self, job_ids: Sequence[int]) -> int:
-        """Delete jobs that are not running."""
-        return self.app.store.job_discard(list(job_ids))
-
-    def retry_all(self, state: JobState = JobState.DEAD, queue: str | None = None) -> int:
-        return self.retry(self.app.store.job_ids_by_state(state, queue=queue))
-
-    def discard_all(self, state: JobState = JobState.DEAD, queue: str | None = None) -> int:
-        return self.discard(self.app.store.job_ids_by_state(state, queue=queue))
-
-    def cancel(self, job_id: int) -> JobState:
-        return JobHandle(self.app, job_id).cancel()
-
-    def args(self, job: JobRecord) -> tuple[builtins.list[Any], dict[str, Any]]:
-        return serialization.loads(job.args), serialization.loads(job.kwargs)
+        return self.client.logs(self.id)

@@ -18,8 +18,7 @@ from .retry import DEFAULT_RETRY, Retry
 from .settings import parse_size
 
 if TYPE_CHECKING:
-    from .app import Conveyor
-    from .client import JobHandle
+    from .client import Client, JobHandle
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,7 +74,7 @@ class _Enqueuer(Generic[P, R]):
                 raise TypeError(f"{d.name}: {e}") from None
         o = self._options
         run_at = o.run_at
-        if run_at is not None and run_at <= d.app.clock.now():
+        if run_at is not None and run_at <= d.client.clock.now():
             # due already: ready from the moment it is stored, so its wait (the queue's
             # latency) counts from then, not from a date before it existed
             run_at = None
@@ -91,12 +90,12 @@ class _Enqueuer(Generic[P, R]):
         writes it inside the caller's open transaction."""
         connection = kwargs.pop("connection", None)
         prepared = self.prepare(*args, **kwargs)
-        return self._definition.app.enqueue_many([prepared], connection=connection)[0]
+        return self._definition.client.enqueue(prepared, connection=connection)
 
     def enqueue_in(self, delay: timedelta | float, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         seconds = _seconds(delay)
         try:
-            when = self._definition.app.clock.now() + timedelta(seconds=seconds)
+            when = self._definition.client.clock.now() + timedelta(seconds=seconds)
         except (OverflowError, ValueError):  # past year 9999, or not a number at all
             raise ValueError(
                 f"enqueue_in: a delay of {seconds:g} seconds is not a time a job can run at"
@@ -120,10 +119,11 @@ class BoundJob(_Enqueuer[P, R]):
 
 
 class JobDefinition(_Enqueuer[P, R]):
-    """A function registered as a job. Calling it runs it inline, now."""
+    """A function registered as a job. Calling it runs it inline, now; its ``enqueue`` goes
+    through ``client``, the app's."""
 
     def __init__(
-        self, app: Conveyor, func: Callable[P, R], *, name: str | None = None,
+        self, client: Client, func: Callable[P, R], *, name: str | None = None,
         queue: str = "default", priority: int = 0, timeout: float | timedelta | None = None,
         retry: Retry | int | None = None, max_memory: int | str | None = None,
     ) -> None:
@@ -131,7 +131,7 @@ class JobDefinition(_Enqueuer[P, R]):
             retry = Retry(attempts=retry)
         # while it runs, its worker process's memory may not pass this (see worker.memory)
         self.max_memory = None if max_memory is None else parse_size(max_memory, "max_memory")
-        self.app = app
+        self.client = client
         self.func = func
         self.name = name or job_name(func)
         self.retry = retry or DEFAULT_RETRY

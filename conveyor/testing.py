@@ -31,7 +31,9 @@ from typing import Any
 
 from . import executor, serialization
 from .app import Conveyor
-from .clock import Clock, FrozenClock
+from .client import Client
+from .clock import FrozenClock
+from .events import Event
 from .jobs import JobDefinition
 from .models import JobFilter, JobOutcome, JobRecord, JobState
 from .store import Store, open_store
@@ -99,29 +101,33 @@ def isolated(
         url = f"sqlite:///{tmp}/conveyor.db"
     store = open_store(url)
     store.migrate()
-    saved: tuple[Store | None, Clock, Any] = (app._store, app.clock, app.inline_runner)
-    clock = FrozenClock() if freeze else None
-    app.use_store(store)
+    saved_clock, clock = app.clock, FrozenClock() if freeze else None
+    saved_store = app.use_store(store)
     if clock is not None:
         app.clock = clock
     ctx = TestContext(app, store, clock)
-    if inline:
-        app.inline_runner = lambda: _drain_if_idle(ctx)
+
+    def run_now(job: JobRecord, error: BaseException | None) -> None:
+        _drain_if_idle(ctx)
+
+    if inline:  # every committed enqueue runs at once
+        app.events.add(Event.ENQUEUED, run_now)
     token = _active.set((*_active.get(), ctx))
     try:
         yield ctx
     finally:
         _active.reset(token)
-        app.use_store(saved[0])
-        app.clock, app.inline_runner = saved[1], saved[2]
+        app.events.remove(Event.ENQUEUED, run_now)
+        app.use_store(saved_store)
+        app.clock = saved_clock
         store.close()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _context(app: Conveyor | None = None) -> TestContext:
+def _context(app: Conveyor | None = None, client: Client | None = None) -> TestContext:
     for ctx in reversed(_active.get()):
-        if app is None or ctx.app is app:
+        if (app is None or ctx.app is app) and (client is None or ctx.app.client is client):
             return ctx
     raise RuntimeError("no conveyor.testing.isolated(app) context is active")
 
@@ -144,7 +150,7 @@ def drain(app: Conveyor | None = None, *, max_jobs: int = 10_000) -> DrainResult
 def _drain(app: Conveyor, *, max_jobs: int, result: DrainResult) -> DrainResult:
     store = app.store
     while result.ran < max_jobs:
-        now = app._now()
+        now = app.client.now()
         store.jobs_promote(now=now, include_retries=True)
         queues = [s.queue for s in store.queue_stats() if s.count(JobState.READY) and not s.paused]
         claimed = [j for q in queues for j in store.job_claim("testing", q, 100, now=now)]
@@ -152,8 +158,8 @@ def _drain(app: Conveyor, *, max_jobs: int, result: DrainResult) -> DrainResult:
             break
         for job in claimed:
             outcome = _run_one(app, job)
-            if store.job_finish_many([outcome], now=app._now()) == [True]:
-                app.fire(executor.EVENT_OF[outcome.state], job, outcome.error)
+            if store.job_finish_many([outcome], now=app.client.now()) == [True]:
+                app.fire(executor.EVENT_OF[outcome.state], job, outcome.error)  # accepted only
             result.outcomes.append(outcome)
             attr = "failed" if outcome.state is JobState.FAILED else str(outcome.state)
             setattr(result, attr, getattr(result, attr) + 1)
@@ -165,7 +171,7 @@ def _run_one(app: Conveyor, job: JobRecord) -> JobOutcome:
     call = executor.prepare(rt, job, "testing")
     if isinstance(call, JobOutcome):
         return call
-    app.fire("started", job)
+    app.fire(Event.STARTED, job)
     assert call.definition is not None
     if not call.definition.is_async:
         return executor.run_sync(rt, call)
@@ -184,9 +190,8 @@ def _matching(
     job: JobDefinition[Any, Any] | str, args: Sequence[Any] | None, kwargs: dict[str, Any] | None,
     queue: str | None, app: Conveyor | None,
 ) -> tuple[list[JobRecord], list[JobRecord]]:
-    if app is None and isinstance(job, JobDefinition):
-        app = job.app
-    ctx = _context(app)
+    client = job.client if app is None and isinstance(job, JobDefinition) else None
+    ctx = _context(app, client)
     waiting = ctx.enqueued(job)
     found = [
         j for j in waiting

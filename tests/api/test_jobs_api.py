@@ -192,15 +192,15 @@ def test_listing_filters(t: TestContext) -> None:
 
 def test_hooks_see_success_and_death(t: TestContext) -> None:
     events: list[tuple[str, str, str | None]] = []
-    app.on("succeeded")(lambda job, err: events.append(("succeeded", job.name, None)))
-    app.on("dead")(lambda job, err: events.append(("dead", job.name, type(err).__name__)))
+    ok = app.on("succeeded")(lambda job, err: events.append(("succeeded", job.name, None)))
+    died = app.on("dead")(lambda job, err: events.append(("dead", job.name, type(err).__name__)))
     try:
         echo.enqueue(1)
         always_fails.enqueue()
         drain()
     finally:
-        app.hooks["succeeded"].clear()
-        app.hooks["dead"].clear()
+        app.events.remove("succeeded", ok)
+        app.events.remove("dead", died)
     assert ("succeeded", echo.name, None) in events
     assert ("dead", always_fails.name, "RuntimeError") in events
 
