@@ -17,6 +17,7 @@ from ..models import (
     AttemptRecord,
     Held,
     HeldJob,
+    Inserted,
     JobFilter,
     JobOutcome,
     JobRecord,
@@ -58,8 +59,11 @@ class Store(Protocol):
     # --- jobs ---------------------------------------------------------------------------
     def job_insert_many(
         self, jobs: Sequence[NewJob], *, connection: Any = None, now: datetime | None = None
-    ) -> list[int]:
-        """Insert jobs in one transaction (the caller's, if ``connection`` is given); ids in order."""
+    ) -> list[Inserted]:
+        """Insert jobs in one transaction (the caller's, if ``connection`` is given); what became
+        of each, in order: created, or not because an unfinished job holds its unique key (that
+        job's id is then given; a job earlier in the same batch counts). Never raises for a
+        held key."""
 
     def job_get(self, job_id: int) -> JobRecord | None: ...
 

@@ -75,7 +75,7 @@ def test_jobs_of_a_silent_worker_are_rescued(t: TestContext) -> None:
 
 
 def test_unknown_job_name_ends_dead_with_the_reason(t: TestContext) -> None:
-    [job_id] = app.store.job_insert_many([NewJob(name="nowhere.at.all:missing")])
+    [job_id] = [i.id for i in app.store.job_insert_many([NewJob(name="nowhere.at.all:missing")])]
     drain()
     job = app.handle(job_id)
     assert job.status() is JobState.DEAD
@@ -85,7 +85,7 @@ def test_unknown_job_name_ends_dead_with_the_reason(t: TestContext) -> None:
 
 
 def test_corrupted_arguments_end_dead_without_breaking_the_worker(t: TestContext) -> None:
-    [bad] = app.store.job_insert_many([NewJob(name=work.name, args="{not json")])
+    [bad] = [i.id for i in app.store.job_insert_many([NewJob(name=work.name, args="{not json")])]
     good = work.enqueue(3)
     drain()
     assert app.handle(bad).status() is JobState.DEAD

@@ -27,6 +27,7 @@ from conveyor.models import (
     AttemptOutcome,
     Held,
     HeldJob,
+    Inserted,
     JobFilter,
     JobOutcome,
     JobRecord,
@@ -44,8 +45,14 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
+def ids(inserted: list[Inserted]) -> list[int]:
+    """The ids of jobs that had to be created."""
+    assert all(i.created for i in inserted), inserted
+    return [i.id for i in inserted]
+
+
 def insert(store: Store, *jobs: NewJob, now: datetime | None = T0) -> list[int]:
-    return store.job_insert_many(list(jobs) or [NewJob("job")], now=now)
+    return ids(store.job_insert_many(list(jobs) or [NewJob("job")], now=now))
 
 
 def claim_one(store: Store, worker: str = "w1", queue: str = "default",
@@ -464,10 +471,10 @@ def test_promote_with_include_retries_ignores_retry_time(store: Store) -> None:
 def test_promote_without_now_uses_the_store_clock(store: Store) -> None:
     wall = datetime.now(UTC)
     past = wall - timedelta(hours=1)
-    due, not_due = store.job_insert_many(
+    due, not_due = ids(store.job_insert_many(
         [NewJob("a", run_at=wall - timedelta(minutes=1)), NewJob("b", run_at=wall + timedelta(hours=1))],
         now=past,
-    )
+    ))
     assert get(store, due).state == JobState.SCHEDULED
     assert store.jobs_promote() == 1
     assert (get(store, due).state, get(store, not_due).state) == (JobState.READY, JobState.SCHEDULED)
@@ -736,10 +743,10 @@ def app_connection(store_url: str) -> Iterator[Any]:
 
 
 def test_enqueue_joins_the_callers_transaction(store: Store, app_connection: Any) -> None:
-    (rolled_back,) = store.job_insert_many([NewJob("gone")], connection=app_connection, now=T0)
+    (rolled_back,) = ids(store.job_insert_many([NewJob("gone")], connection=app_connection, now=T0))
     app_connection.rollback()
     assert store.job_get(rolled_back) is None and store.job_list(JobFilter()) == []
-    (kept,) = store.job_insert_many([NewJob("kept")], connection=app_connection, now=T0)
+    (kept,) = ids(store.job_insert_many([NewJob("kept")], connection=app_connection, now=T0))
     assert store.job_get(kept) is None  # not visible before the caller commits
     app_connection.commit()
     assert [j.name for j in store.job_list(JobFilter())] == ["kept"]
@@ -811,7 +818,7 @@ def _index_names(url: str) -> set[str]:
 
 
 def test_a_version_1_store_with_jobs_upgrades_and_keeps_them(fresh_url: str) -> None:
-    from conveyor.store._common import migrations
+    from conveyor.store.shared import migrations
 
     backend = "sqlite" if fresh_url.startswith("sqlite") else "postgres"
     version, first = migrations(backend)[0]

@@ -184,7 +184,7 @@ class StoreMachine(RuleBasedStateMachine):
         run_at = None if delay is None else self.now + timedelta(seconds=delay)
         new = [NewJob("sm:job", queue=queue, priority=priority, max_attempts=max_attempts,
                       run_at=run_at) for _ in range(count)]
-        ids = self.store.job_insert_many(new, now=self.now)
+        ids = [i.id for i in self.store.job_insert_many(new, now=self.now)]
         assert len(ids) == count and ids == sorted(ids)
         for job_id in ids:
             due = run_at is None or run_at <= self.now

@@ -28,14 +28,28 @@ def test_public_api_is_exactly_all() -> None:
         assert hasattr(conveyor, name), name
 
 
-def test_only_the_store_modules_import_database_drivers() -> None:
-    owners = {"sqlite3": {"store/sqlite.py"}, "psycopg": {"store/postgres.py"},
-              "psycopg_pool": {"store/postgres.py"}}
+def test_only_the_store_packages_import_database_drivers() -> None:
+    owners = {"sqlite3": "store/sqlite/", "psycopg": "store/postgres/",
+              "psycopg_pool": "store/postgres/"}
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()
-        for driver, allowed in owners.items():
+        for driver, package in owners.items():
             if driver in imports_of(path):
-                assert rel in allowed, f"{rel} imports {driver}"
+                assert rel.startswith(package), f"{rel} imports {driver}"
+
+
+def test_each_store_is_a_package_of_statements_connections_and_a_store() -> None:
+    for backend, connections in (("sqlite", "connection.py"), ("postgres", "connections.py")):
+        folder = PACKAGE / "store" / backend
+        assert {"statements.py", connections, "store.py"} <= {p.name for p in folder.glob("*.py")}
+    assert not (PACKAGE / "store" / "sqlite.py").exists()
+    assert not (PACKAGE / "store" / "postgres.py").exists()
+
+
+def test_no_module_is_over_450_lines() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        lines = len(path.read_text().splitlines())
+        assert lines <= 450, f"{path.relative_to(PACKAGE)} has {lines} lines"
 
 
 def test_no_sql_outside_the_store() -> None:

@@ -1,0 +1,8 @@
+"""The SQLite store: statements (named pieces), connections, and the Store built from them."""
+
+from __future__ import annotations
+
+from .connection import sqlite_path
+from .store import SQLiteStore
+
+__all__ = ["SQLiteStore", "sqlite_path"]
