@@ -1,4 +1,5 @@
-"""Stores: ``open_store(url)`` is the one place that looks at the URL scheme."""
+"""Stores: ``open_store(url)`` and ``store_missing(url)`` are the only places that look at the
+URL scheme. Whatever else differs between backends is a flag of ``store.capabilities``."""
 
 from __future__ import annotations
 
@@ -6,15 +7,32 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from .base import SCHEMA_VERSION, Capabilities, Store
+from .shared import check_schema_version
 
-__all__ = ["SCHEMA_VERSION", "Capabilities", "Store", "open_store"]
+__all__ = [
+    "SCHEMA_VERSION", "Capabilities", "Store", "check_schema_version", "open_store", "store_missing",
+]
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def store_missing(url: str) -> str | None:
+    """Why opening ``url`` would create a new, empty database (a SQLite file that does not exist
+    yet), or None. Looking at a store must not create one."""
+    if _scheme(url) != "sqlite":
+        return None  # a server's database is never created by opening it
+    from .sqlite import missing_database, sqlite_path
+
+    return missing_database(sqlite_path(url))
 
 
 def open_store(url: str) -> Store:
     """Open a store for a URL; raises ConfigurationError with a one-line reason if it is malformed."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("database URL is empty; use sqlite:///path.db or postgresql://...")
-    scheme = urlsplit(url).scheme.lower()
+    scheme = _scheme(url)
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 

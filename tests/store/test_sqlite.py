@@ -11,7 +11,7 @@ import pytest
 
 from conveyor.errors import ConveyorError, SchemaError, StoreError, StoreUnavailable
 from conveyor.models import NewJob
-from conveyor.store import open_store
+from conveyor.store import open_store, store_missing
 from conveyor.store.sqlite import sqlite_path
 
 
@@ -87,3 +87,12 @@ def test_wait_for_jobs_on_a_store_closed_meanwhile_raises_a_store_error(url: str
     waiter.join(10)
     assert len(raised) == 1
     assert isinstance(raised[0], ConveyorError) and one_line(raised[0])
+
+
+def test_store_missing_names_a_sqlite_file_that_opening_would_create(tmp_path: Path, url: str) -> None:
+    absent = tmp_path / "absent.db"
+    assert "does not exist" in (store_missing(f"sqlite:///{absent}") or "")
+    assert not absent.exists()
+    assert store_missing(url) is None  # it exists
+    assert store_missing(f"sqlite:///{tmp_path / 'no' / 'dir.db'}") is None  # opening says why
+    assert store_missing("postgresql://u@h/db") is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .connection import sqlite_path
+from .connection import missing_database, sqlite_path
 from .store import SQLiteStore
 
-__all__ = ["SQLiteStore", "sqlite_path"]
+__all__ = ["SQLiteStore", "missing_database", "sqlite_path"]

@@ -40,6 +40,17 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def missing_database(path: str) -> str | None:
+    """Why opening ``path`` would create a new, empty database file, or None: the file does not
+    exist, in a directory that does (where none could be created, opening it says why)."""
+    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return None
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return None
+    return (f"SQLite database {os.path.abspath(path)} does not exist: check the database"
+            " URL (CONVEYOR_DATABASE_URL or the app's), or create it with: conveyor migrate")
+
+
 def _busy(error: sqlite3.Error) -> bool:
     text = str(error)
     return isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
