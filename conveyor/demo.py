@@ -24,9 +24,10 @@ from rich.table import Table
 from rich.text import Text
 
 from . import Conveyor, Retry, current_job
-from .cli_output import STATE_STYLE, age, console
+from .cli.output import STATE_STYLE, age, console
 from .jobs import PreparedJob
-from .models import AttemptOutcome, JobFilter, JobRecord, JobState
+from .models import AttemptOutcome, JobRecord, JobState
+from .urls import redact_url
 
 DEMO_URL = "sqlite:///conveyor-demo.db"
 QUEUE = "demo"  # the demo worker listens only here, so it never touches other jobs in a store
@@ -119,7 +120,7 @@ def run(url: str | None, *, duration: float, keep_running: bool) -> int:
     log = Path(tempfile.mkstemp(prefix="conveyor-demo-", suffix=".log")[1])
     worker = _start_worker(url, log)
     inspect = _inspect_prefix(url)
-    click.echo(f"conveyor demo: store {url}{' (fresh file)' if fresh else ''}")
+    click.echo(f"conveyor demo: store {redact_url(url)}{' (fresh file)' if fresh else ''}")
     click.echo(f"worker pid {worker.pid} (1 process, {CONCURRENCY} at a time, queue {QUEUE!r});"
                f" its logs: {log}")
     handles = store_app.enqueue_many(examples(datetime.now(UTC)))
@@ -246,7 +247,7 @@ class Watcher:
         self.seen: dict[int, _Seen] = {}
 
     def poll(self) -> None:
-        found = self.app.store.job_list(JobFilter(queue=QUEUE, limit=1000))
+        found = self.app.client.list(queue=QUEUE, limit=1000)
         for job in sorted((j for j in found if j.id >= self.first_id), key=lambda j: j.id):
             self.jobs[job.id] = job
             before = self.seen.get(job.id)
@@ -297,7 +298,7 @@ class Watcher:
 
     def _tell_attempts(self, job: JobRecord, before: _Seen) -> None:
         """Every attempt that ended in error since last time, even if a poll missed its state."""
-        attempts = self.app.store.job_attempts(job.id)
+        attempts = self.app.client.attempts(job.id)
         for a in attempts[before.attempts_told:]:
             if a.finished_at is None:
                 break

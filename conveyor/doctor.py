@@ -1,31 +1,29 @@
-"""``conveyor doctor``: what is wrong, read from the store's real state, with the exact fix.
+"""``conveyor doctor``'s diagnoses: what is wrong, read from the store's real state, with the
+exact fix.
 
-Everything comes from three Store reads (``queue_stats``, ``process_list``, ``health_facts``);
-each diagnosis is a small pure function of that snapshot returning findings. A "live" worker is
-a registered process of kind ``worker`` that heartbeated within ``rescue_after`` seconds, measured
-on the store's clock.
+``take_snapshot`` gathers everything in a few reads (schema version, ``health_facts``, queue
+stats, registered processes); each diagnosis is a pure function of that ``Snapshot`` returning
+findings, and ``diagnose`` puts them in a ``Report``. Nothing here prints or loops: the CLI
+renders reports (tables, colours, ``--watch``), ``views.report_view`` gives their JSON. A "live"
+worker is a registered process of kind ``worker`` that heartbeated within ``rescue_after``
+seconds, measured on the store's clock.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import re
 import shlex
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from rich.console import Console
-from rich.text import Text
-
+from . import views
 from .errors import ConfigurationError, SchemaError, StoreError
 from .models import JobRecord, JobState, ProcessRecord, QueueStats
 from .settings import Settings
 from .store import SCHEMA_VERSION
 from .store.base import HealthFacts
+from .urls import redact_url
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -71,39 +69,14 @@ class Report:
         return tuple((f.code, f.title) for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status, "exit_code": self.exit_code, "store": self.store,
-            "checked_at": self.checked_at, "summary": self.summary,
-            "findings": [asdict(f) for f in self.findings],
-        }
+        return views.report_view(
+            self.findings, status=self.status, exit_code=self.exit_code, store=self.store,
+            checked_at=self.checked_at, summary=self.summary)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         return cls([Finding(**f) for f in data["findings"]], data.get("store", ""),
                    data.get("checked_at"), data.get("summary", ""))
-
-    def render(self, console: Console) -> None:
-        if not self.findings:
-            console.print(Text.assemble(("healthy", "bold green"), f"  {self.summary}"))
-            return
-        problems = sum(f.severity == "problem" for f in self.findings)
-        warnings = len(self.findings) - problems
-        console.print(Text(f"conveyor doctor: {problems} problem(s), {warnings} warning(s)"
-                           f"  [{self.store}]  {self.summary}".rstrip(), style="bold"))
-        for f in self.findings:
-            style = "bold red" if f.severity == "problem" else "bold yellow"
-            console.print()
-            console.print(Text.assemble((f.severity.upper(), style), f"  {f.title}  ",
-                                        (f"[{f.code}]", "dim")))
-            for line in f.evidence:
-                console.print(Text(f"    - {line}"))
-            console.print(Text.assemble(("    fix: ", "bold"), f.fix))
-
-    def render_text(self, width: int = 100) -> str:
-        console = Console(file=io.StringIO(), width=width, color_system=None, highlight=False,
-                          soft_wrap=True)
-        self.render(console)
-        return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
 
 
 # --- the snapshot every diagnosis reads ---------------------------------------------------------
@@ -152,6 +125,8 @@ class Snapshot:
 
 
 def take_snapshot(app: Conveyor, now: datetime | None, app_path: str | None) -> Snapshot:
+    """What every diagnosis reads, from ``app``'s store; SchemaError if it has no (usable)
+    schema, StoreError if it cannot be reached. A missing SQLite file is not created."""
     missing = app.store_missing()
     if missing is not None:  # looking must not create the file
         raise SchemaError(missing)
@@ -160,14 +135,14 @@ def take_snapshot(app: Conveyor, now: datetime | None, app_path: str | None) -> 
     if version != SCHEMA_VERSION:
         found = "no conveyor schema" if version is None else f"schema version {version}"
         act = "upgrade conveyor" if (version or 0) > SCHEMA_VERSION else "run: conveyor migrate"
-        raise SchemaError(f"{redact(app.url)} has {found}, this conveyor uses {SCHEMA_VERSION}; {act}")
+        raise SchemaError(f"{redact_url(app.url)} has {found}, this conveyor uses {SCHEMA_VERSION}; {act}")
     if now is None and app.clock.frozen:
         now = app.clock.now()
     before = app.clock.now()
     facts = store.health_facts(stale_after=app.settings.rescue_after, timeout_grace=TIMEOUT_GRACE,
                                overdue_after=OVERDUE_AFTER, recent=RECENT, now=now)
     host_now = before + (app.clock.now() - before) / 2
-    return Snapshot(app.settings, app_path, host_now, store.queue_stats(), store.process_list(),
+    return Snapshot(app.settings, app_path, host_now, app.client.queues(), app.client.workers(),
                     facts, frozenset(app.registry.names()))
 
 
@@ -323,7 +298,12 @@ def store_unreachable(error: Exception, app_path: str | None, url: str) -> Findi
                else f"create or upgrade the schema: {migrate}")
     title = "The store cannot be used" if isinstance(error, SchemaError) else (
         "The store cannot be reached")
-    return Finding("store_unreachable", "problem", title, [first, f"store: {redact(url)}"], fix)
+    return Finding("store_unreachable", "problem", title, [first, f"store: {redact_url(url)}"], fix)
+
+
+def findings(s: Snapshot) -> list[Finding]:
+    """Every diagnosis over one snapshot, in a fixed order."""
+    return [finding for check in DIAGNOSES for finding in check(s)]
 
 
 def diagnose(app: Conveyor, *, now: datetime | None = None, app_path: str | None = None) -> Report:
@@ -331,60 +311,8 @@ def diagnose(app: Conveyor, *, now: datetime | None = None, app_path: str | None
     try:
         s = take_snapshot(app, now, app_path)
     except (StoreError, ConfigurationError) as e:
-        return Report([store_unreachable(e, app_path, app.url)], redact(app.url))
-    findings = [finding for check in DIAGNOSES for finding in check(s)]
-    return Report(findings, redact(app.url), s.now.isoformat(), _summary(s))
-
-
-# --- command line ----------------------------------------------------------------------------
-def watch(
-    app: Conveyor, *, app_path: str | None = None, interval: float = 5.0, as_json: bool = False,
-    console: Console | None = None, rounds: int | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
-    """Diagnose every ``interval`` seconds, printing only when the findings change, until
-    Ctrl-C (or ``rounds`` diagnoses); returns the last exit code."""
-    console = console or Console(highlight=False)
-    last: tuple[tuple[str, str], ...] | None = None
-    code, done = 0, 0
-    try:
-        while rounds is None or done < rounds:
-            report = diagnose(app, app_path=app_path)
-            code, done = report.exit_code, done + 1
-            if report.key() != last:
-                last = report.key()
-                _print(report, console, as_json, compact=True)
-            if rounds is None or done < rounds:
-                sleep(interval)
-    except KeyboardInterrupt:
-        pass
-    return code
-
-
-_watch = watch
-
-
-def main_command(
-    app: Conveyor, app_path: str | None, as_json: bool = False, watch: bool = False,
-    *, console: Console | None = None,
-) -> int:
-    """``conveyor doctor [--json] [--watch]``: print the report, return its exit code."""
-    console = console or Console(highlight=False)
-    if watch:
-        return _watch(app, app_path=app_path, as_json=as_json, console=console)
-    report = diagnose(app, app_path=app_path)
-    _print(report, console, as_json)
-    return report.exit_code
-
-
-def _print(report: Report, console: Console, as_json: bool, compact: bool = False) -> None:
-    if as_json:  # one object per line while watching
-        text = json.dumps(report.to_dict(), indent=None if compact else 2, ensure_ascii=False)
-        print(text, file=console.file, flush=True)
-        return
-    if compact:
-        console.rule(Text(report.checked_at or time.strftime("%Y-%m-%dT%H:%M:%S")))
-    report.render(console)
+        return Report([store_unreachable(e, app_path, app.url)], redact_url(app.url))
+    return Report(findings(s), redact_url(app.url), s.now.isoformat(), summary(s))
 
 
 # --- wording ---------------------------------------------------------------------------------
@@ -432,7 +360,7 @@ def _capped(lines: Iterable[str], limit: int = MAX_LINES) -> list[str]:
     return items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
 
 
-def _summary(s: Snapshot) -> str:
+def summary(s: Snapshot) -> str:
     live = s.live_workers
     served = ",".join(sorted({q for p in live for q in p.queues})) or "-"
     count = {state: sum(q.count(state) for q in s.queues)
@@ -451,8 +379,3 @@ def _ago(seconds: float) -> str:
     if s < 86400:
         return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
     return f"{int(s // 86400)}d {int(s % 86400 // 3600)}h"
-
-
-def redact(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)

@@ -20,8 +20,9 @@ from conftest import Env, wait_until
 from rich.console import Console
 
 from conveyor import Conveyor
+from conveyor.cli.doctor import main_command, render_text, watch
 from conveyor.clock import FrozenClock, utcnow
-from conveyor.doctor import Finding, Report, diagnose, main_command, watch
+from conveyor.doctor import Finding, Report, diagnose
 from conveyor.models import AttemptOutcome, JobOutcome, JobRecord, JobState, NewJob, ProcessRecord
 from conveyor.store import Store
 
@@ -67,7 +68,7 @@ def finish(store: Store, job: JobRecord, state: JobState, error_class: str, when
 
 def only(report: Report, code: str) -> Finding:
     found = [f for f in report.findings if f.code == code]
-    assert len(found) == 1, report.render_text()
+    assert len(found) == 1, render_text(report)
     return found[0]
 
 
@@ -79,7 +80,7 @@ def codes(report: Report) -> list[str]:
 def test_an_empty_store_is_healthy(doctor_app: Conveyor) -> None:
     report = diagnose(doctor_app, now=T0, app_path=APP)
     assert (report.findings, report.exit_code, report.status) == ([], 0, "healthy")
-    assert "healthy" in report.render_text()
+    assert "healthy" in render_text(report)
 
 
 def test_a_busy_but_working_system_is_healthy(doctor_app: Conveyor, store: Store) -> None:
@@ -89,7 +90,7 @@ def test_a_busy_but_working_system_is_healthy(doctor_app: Conveyor, store: Store
                            NewJob("tasks:a", run_at=at(3600))], now=at(-20))
     claim(store, "w1", when=-10)
     report = diagnose(doctor_app, now=T0, app_path=APP)
-    assert report.exit_code == 0, report.render_text()
+    assert report.exit_code == 0, render_text(report)
     assert "1 live worker(s)" in report.summary and "1 ready, 1 running, 1 scheduled" in report.summary
 
 
@@ -333,7 +334,7 @@ def test_a_worker_on_another_queue_leaves_default_unserved(env: Env, app) -> Non
     worker = env.worker("--queues", "other")
     wait_until(lambda: worker_registered(app.app), 30, "worker registered")
     report = diagnose(app.app, app_path=WORKER_APP)
-    assert (codes(report), report.exit_code) == (["queue_not_served"], 2), report.render_text()
+    assert (codes(report), report.exit_code) == (["queue_not_served"], 2), render_text(report)
     (finding,) = report.findings
     assert finding.evidence[0].startswith("queue 'default': 3 ready, oldest waiting")
     assert finding.evidence[1] == "live workers listen to: other"
@@ -349,7 +350,7 @@ def test_a_working_system_is_healthy(env: Env, app) -> None:
         assert h.wait(timeout=60) is JobState.SUCCEEDED
     wait_until(lambda: worker_registered(app.app), 30, "worker registered")
     report = diagnose(app.app, app_path=WORKER_APP)
-    assert (report.findings, report.exit_code) == ([], 0), report.render_text()
+    assert (report.findings, report.exit_code) == ([], 0), render_text(report)
     assert "1 live worker(s) (2 slots, queues default)" in report.summary
     assert env.stop(worker)[0] == 0
 

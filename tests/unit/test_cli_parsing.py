@@ -8,7 +8,8 @@ import pytest
 
 from conveyor import ConfigurationError, Conveyor
 from conveyor.cli import cli, load_app, main
-from conveyor.cli_output import age, safe_url
+from conveyor.cli.output import age
+from conveyor.urls import redact_url
 
 
 @pytest.mark.parametrize(
@@ -20,7 +21,7 @@ from conveyor.cli_output import age, safe_url
     ],
 )
 def test_printed_urls_never_show_a_password(url: str, shown: str) -> None:
-    assert safe_url(url) == shown
+    assert redact_url(url) == shown
 
 
 @pytest.mark.parametrize(

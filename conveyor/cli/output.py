@@ -1,7 +1,7 @@
-"""How the CLI shows things: JSON-ready dicts of records, and rich tables for people.
+"""How the CLI shows things to people: rich tables drawn from ``conveyor.views``.
 
-Nothing here reads the store; callers pass records in. ``--json`` output is built from the same
-dicts the tables are drawn from, so both always agree.
+Nothing here reads the store; callers pass views (and records) in. ``--json`` prints the same
+views the tables are drawn from, so both always agree.
 """
 
 from __future__ import annotations
@@ -10,28 +10,23 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..models import JobRecord
+from ..views import QUEUE_STATES
+
 if TYPE_CHECKING:  # rich is imported by the commands that print tables, not by `worker`
     from rich.console import Console
     from rich.text import Text
 
-from .models import AttemptRecord, JobRecord, JobState, LogRecord, ProcessRecord, QueueStats
-
-QUEUE_STATES = (
-    JobState.READY, JobState.SCHEDULED, JobState.RUNNING, JobState.FAILED, JobState.DEAD,
-    JobState.BLOCKED,
-)
 STATE_STYLE = {
     "succeeded": "green", "dead": "bold red", "failed": "yellow", "running": "cyan",
     "cancelled": "magenta", "scheduled": "blue", "blocked": "yellow", "ready": "",
 }
 OUTCOME_STYLE = {"succeeded": "green", "error": "red"}
-_JSON_PAYLOADS = ("args", "kwargs", "result")
 
 
 def console() -> Console:
@@ -47,15 +42,6 @@ def print_json(data: Any) -> None:
 
 
 # --- plain values ---------------------------------------------------------------------------
-def safe_url(url: str) -> str:
-    """The URL with any password hidden."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
-
-
 def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
@@ -83,75 +69,6 @@ def stamp(when: datetime | None, now: datetime) -> str:
     delta = (now - when).total_seconds()
     relative = f"{age(delta)} ago" if delta >= 0 else f"in {age(-delta)}"
     return f"{when:%Y-%m-%d %H:%M:%S} UTC ({relative})"
-
-
-def iso(when: datetime | None) -> str | None:
-    return None if when is None else when.isoformat()
-
-
-def _seconds_since(when: datetime | None, now: datetime) -> float | None:
-    return None if when is None else round(max(0.0, (now - when).total_seconds()), 3)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return str(value) if isinstance(value, JobState) else value
-
-
-# --- records as dicts -----------------------------------------------------------------------
-def job_dict(job: JobRecord) -> dict[str, Any]:
-    """Every field of a job; args, kwargs and result as the JSON they are stored as."""
-    out: dict[str, Any] = {}
-    for f in fields(job):
-        value = getattr(job, f.name)
-        if f.name in _JSON_PAYLOADS:
-            out[f.name] = None if value is None else json.loads(value)
-        else:
-            out[f.name] = _jsonable(value)
-    return out
-
-
-def attempt_dict(a: AttemptRecord) -> dict[str, Any]:
-    out = {f.name: _jsonable(getattr(a, f.name)) for f in fields(a)}
-    out["outcome"] = str(a.outcome)
-    out["duration_seconds"] = (
-        None if a.finished_at is None else round((a.finished_at - a.started_at).total_seconds(), 3)
-    )
-    return out
-
-
-def log_dict(entry: LogRecord) -> dict[str, Any]:
-    return {"attempt": entry.attempt, "at": iso(entry.at), "message": entry.message}
-
-
-def job_detail(
-    job: JobRecord, attempts: Sequence[AttemptRecord], logs: Sequence[LogRecord]
-) -> dict[str, Any]:
-    return {
-        **job_dict(job),
-        "attempts": [attempt_dict(a) for a in attempts],
-        "logs": [log_dict(entry) for entry in logs],
-    }
-
-
-def queue_row(stats: QueueStats, now: datetime) -> dict[str, Any]:
-    row: dict[str, Any] = {"queue": stats.queue, "paused": stats.paused}
-    row.update({str(s): stats.count(s) for s in QUEUE_STATES})
-    row["latency_seconds"] = _seconds_since(stats.oldest_ready_at, now)
-    return row
-
-
-def worker_row(p: ProcessRecord, now: datetime, stale_after: float) -> dict[str, Any]:
-    heartbeat_age = _seconds_since(p.heartbeat_at, now) or 0.0
-    return {
-        "id": p.id, "kind": p.kind, "host": p.host, "pid": p.pid, "queues": list(p.queues),
-        "concurrency": p.concurrency, "started_at": iso(p.started_at),
-        "heartbeat_at": iso(p.heartbeat_at), "heartbeat_age_seconds": heartbeat_age,
-        "stale": heartbeat_age > stale_after,
-    }
 
 
 # --- tables ---------------------------------------------------------------------------------
@@ -227,10 +144,10 @@ def render_jobs(jobs: Sequence[JobRecord], now: datetime, out: Console) -> None:
 
 
 def render_job(detail: dict[str, Any], job: JobRecord, now: datetime, out: Console) -> None:
+    """One job, every attempt with its traceback, and its logs: what a person debugs from."""
     from rich.table import Table
     from rich.text import Text
 
-    """One job, every attempt with its traceback, and its logs: what a person debugs from."""
     out.print(Text.assemble(("job ", "bold"), (str(job.id), "bold"), "  ", (job.name, "bold"),
                             "  ", _state(str(job.state))))
     grid = Table.grid(padding=(0, 2))
@@ -239,7 +156,7 @@ def render_job(detail: dict[str, Any], job: JobRecord, now: datetime, out: Conso
     rows: list[tuple[str, str]] = [
         ("queue", f"{job.queue} (priority {job.priority})"),
         ("attempts", f"{job.attempt} of {job.max_attempts}"),
-        ("args", job.args), ("kwargs", job.kwargs),
+        ("args", _compact(detail["args"])), ("kwargs", _compact(detail["kwargs"])),
         ("created", stamp(job.created_at, now)), ("run at", stamp(job.run_at, now)),
         ("started", stamp(job.started_at, now)), ("finished", stamp(job.finished_at, now)),
         ("timeout", "-" if job.timeout is None else f"{job.timeout:g}s"),
@@ -291,3 +208,8 @@ def _render_attempts(attempts: Sequence[dict[str, Any]], out: Console) -> None:
 
 def _indent(text: str, prefix: str) -> str:
     return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _compact(value: Any) -> str:
+    """A shown value as JSON text, spaced as conveyor stores it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,135 @@
+"""JSON-ready shapes of what conveyor shows: a job, an attempt, a log line, a queue, a worker
+process, a doctor finding and report.
+
+Every view is built from plain records and holds only dicts, lists, str, int, float, bool and
+None, so ``json.dumps`` takes it as it is. The CLI's ``--json`` output and its tables render
+from these; an HTTP API and the dashboard are meant to as well, so all of them always agree.
+Nothing here reads the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+from .models import AttemptRecord, JobRecord, JobState, LogRecord, ProcessRecord, QueueStats
+
+View = dict[str, Any]
+# the counts a queue view carries, in the order tables show them
+QUEUE_STATES = (
+    JobState.READY, JobState.SCHEDULED, JobState.RUNNING, JobState.FAILED, JobState.DEAD,
+    JobState.BLOCKED,
+)
+
+
+class FindingLike(Protocol):
+    """What a doctor finding carries (``conveyor.doctor.Finding``)."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def evidence(self) -> Sequence[str]: ...
+    @property
+    def fix(self) -> str: ...
+
+
+# --- plain values ----------------------------------------------------------------------------
+def iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def seconds_since(when: datetime | None, now: datetime) -> float | None:
+    return None if when is None else round(max(0.0, (now - when).total_seconds()), 3)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.value if isinstance(value, Enum) else value
+
+
+def _payload(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def shown_args(job: JobRecord) -> tuple[Any, Any]:
+    """The job's positional and keyword arguments as they may be shown: the one place where
+    stored arguments become visible (redaction of sensitive ones belongs here)."""
+    return _payload(job.args), _payload(job.kwargs)
+
+
+# --- records -------------------------------------------------------------------------------------
+def job_view(job: JobRecord) -> View:
+    """Every field of a job; args, kwargs and result as the JSON they are stored as."""
+    view: View = {f.name: _plain(getattr(job, f.name)) for f in fields(job)}
+    args, kwargs = shown_args(job)
+    view.update(args=args, kwargs=kwargs, result=_payload(job.result))  # keys keep their places
+    return view
+
+
+def attempt_view(a: AttemptRecord) -> View:
+    view = {f.name: _plain(getattr(a, f.name)) for f in fields(a)}
+    view["duration_seconds"] = (
+        None if a.finished_at is None else round((a.finished_at - a.started_at).total_seconds(), 3)
+    )
+    return view
+
+
+def log_view(entry: LogRecord) -> View:
+    return {"attempt": entry.attempt, "at": iso(entry.at), "message": entry.message}
+
+
+def job_detail_view(
+    job: JobRecord, attempts: Sequence[AttemptRecord], logs: Sequence[LogRecord]
+) -> View:
+    """A job with every attempt (tracebacks included) and its log lines."""
+    return {
+        **job_view(job),
+        "attempts": [attempt_view(a) for a in attempts],
+        "logs": [log_view(entry) for entry in logs],
+    }
+
+
+def queue_view(stats: QueueStats, now: datetime) -> View:
+    """Counts by state, paused or not, and latency: the age of the oldest ready job."""
+    view: View = {"queue": stats.queue, "paused": stats.paused}
+    view.update({str(s): stats.count(s) for s in QUEUE_STATES})
+    view["latency_seconds"] = seconds_since(stats.oldest_ready_at, now)
+    return view
+
+
+def worker_view(p: ProcessRecord, now: datetime, stale_after: float) -> View:
+    """A registered process; ``stale`` once its heartbeat is older than ``stale_after``."""
+    heartbeat_age = seconds_since(p.heartbeat_at, now) or 0.0
+    return {
+        "id": p.id, "kind": p.kind, "host": p.host, "pid": p.pid, "queues": list(p.queues),
+        "concurrency": p.concurrency, "started_at": iso(p.started_at),
+        "heartbeat_at": iso(p.heartbeat_at), "heartbeat_age_seconds": heartbeat_age,
+        "stale": heartbeat_age > stale_after,
+    }
+
+
+# --- doctor ----------------------------------------------------------------------------------
+def finding_view(f: FindingLike) -> View:
+    return {"code": f.code, "severity": f.severity, "title": f.title,
+            "evidence": list(f.evidence), "fix": f.fix}
+
+
+def report_view(
+    findings: Sequence[FindingLike], *, status: str, exit_code: int, store: str,
+    checked_at: str | None, summary: str,
+) -> View:
+    return {
+        "status": status, "exit_code": exit_code, "store": store, "checked_at": checked_at,
+        "summary": summary, "findings": [finding_view(f) for f in findings],
+    }
