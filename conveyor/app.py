@@ -19,7 +19,8 @@ from .jobs import JobDefinition, PreparedJob, Registry
 from .models import JobRecord
 from .retry import Retry
 from .settings import Settings, load_settings
-from .store import SCHEMA_VERSION, Store
+from .store import SCHEMA_VERSION, Store, check_schema_version
+from .urls import redact_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,13 +92,9 @@ class Conveyor:
         version = self.store.schema_version()
         if version is None:
             if not create:
-                raise SchemaError(f"{self.url} has no conveyor schema; run: conveyor migrate")
+                raise SchemaError(f"{redact_url(self.url)} has no conveyor schema; run: conveyor migrate")
             return self.store.migrate()
-        if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"{self.url} has schema version {version}, newer than this conveyor understands "
-                f"({SCHEMA_VERSION}); upgrade conveyor"
-            )
+        check_schema_version(redact_url(self.url), version)
         if version < SCHEMA_VERSION:
             return self.store.migrate()
         return version

@@ -23,6 +23,7 @@ from .errors import InvalidState, JobFailed, JobNotFound, WaitTimeout
 from .events import Event, Events
 from .models import (
     AttemptRecord,
+    Inserted,
     JobFilter,
     JobRecord,
     JobState,
@@ -32,7 +33,7 @@ from .models import (
     QueueStats,
 )
 from .queues import check_queue_name
-from .store import Store, open_store
+from .store import Store, open_store, store_missing
 
 if TYPE_CHECKING:
     from .jobs import PreparedJob
@@ -83,23 +84,6 @@ class LazyStore:
         return store_missing(self._url())
 
 
-def store_missing(url: str) -> str | None:
-    """Why opening ``url`` would create a new, empty SQLite file, or None."""
-    from urllib.parse import urlsplit
-
-    if urlsplit(url).scheme.lower() != "sqlite":
-        return None
-    from .store.sqlite import sqlite_path
-
-    path = sqlite_path(url)
-    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
-        return None
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        return None  # nothing could be created there: opening it says why
-    return (f"SQLite database {os.path.abspath(path)} does not exist: check the database"
-            " URL (CONVEYOR_DATABASE_URL or the app's), or create it with: conveyor migrate")
-
-
 class Client:
     """Jobs and queues, acted on and read. ``app.client`` is the one an app uses."""
 
@@ -114,25 +98,28 @@ class Client:
     ) -> list[JobHandle]:
         """Write prepared jobs in one transaction; their handles, in the same order.
 
+        ``enqueued`` fires for each job created (not for one that found its unique key taken).
         With ``connection=`` the jobs are written inside the caller's open transaction and
         become real only if the caller commits, which conveyor cannot see: ``enqueued`` is
         not fired for them (fire your own after the commit if you need it).
         """
-        ids = self._insert([p.new_job for p in prepared], connection)
+        inserted = self._insert([p.new_job for p in prepared], connection)
         if connection is None and self.events.wanted(Event.ENQUEUED):
-            self._announce(ids)
-        return [JobHandle(self, i) for i in ids]
+            self._announce([i.id for i in inserted if i.created])
+        return [JobHandle(self, i.id) for i in inserted]
 
     def enqueue(self, prepared: PreparedJob, *, connection: Any = None) -> JobHandle:
         return self.enqueue_many([prepared], connection=connection)[0]
 
-    def _insert(self, new_jobs: list[NewJob], connection: Any) -> list[int]:
-        """The one place jobs are written."""
-        inserted = self.store().job_insert_many(new_jobs, connection=connection, now=self.now())
-        return [i.id for i in inserted]
+    def _insert(self, new_jobs: list[NewJob], connection: Any) -> list[Inserted]:
+        """The one place jobs are written: per job, its id and whether it was created (or an
+        unfinished job with the same unique key was there already, and that id came back)."""
+        return self.store().job_insert_many(new_jobs, connection=connection, now=self.now())
 
     def _announce(self, ids: Sequence[int]) -> None:
-        """Fire ``enqueued`` for committed jobs, read back as the store holds them."""
+        """Fire ``enqueued`` for jobs just committed, read back as the store holds them."""
+        if not ids:
+            return
         wanted = tuple(dict.fromkeys(ids))
         found = self.store().job_list(JobFilter(ids=wanted, limit=len(wanted)))
         for job in sorted(found, key=lambda j: j.id):

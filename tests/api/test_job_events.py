@@ -102,3 +102,14 @@ def test_inline_mode_runs_each_enqueue_at_once_and_ends_with_its_context(store_u
         assert [h.result() for h in many] == [0, 2, 4]
     with isolated(app, url=store_url):
         assert add.enqueue(1, 1).status() is JobState.READY, "inline mode ended with its context"
+
+
+def test_enqueued_fires_only_for_a_job_created_not_for_one_that_found_its_key_taken(
+    t: TestContext,
+) -> None:
+    first, again = add.prepare(1, 1), add.prepare(1, 1)
+    first.new_job.unique_key = again.new_job.unique_key = "add:1:1"
+    [kept] = app.enqueue_many([first])
+    [same] = app.enqueue_many([again])
+    assert same.id == kept.id
+    assert fired == [("enqueued", kept.id, "")]

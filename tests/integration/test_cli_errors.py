@@ -315,3 +315,19 @@ def test_a_job_at_year_one_has_the_latency_of_its_age(project: Project) -> None:
     evidence = " ".join(line for f in report["findings"] for line in f["evidence"])
     assert "oldest waiting" in evidence
     assert "d " not in evidence.split("oldest waiting", 1)[1][:12], evidence
+
+
+# --- 9. a password never reaches the screen ------------------------------------------------------
+@pytest.mark.parametrize("password", ["pa/ss", "p@ss", "pa:ss%2Fw"])
+@pytest.mark.parametrize("words", [("status",), ("status", "--json"), ("doctor",),
+                                   ("doctor", "--json"), ("jobs", "list"), ("migrate",)])
+def test_a_password_in_the_database_url_is_never_shown(
+    tmp_path: Path, password: str, words: tuple[str, ...]
+) -> None:
+    url = f"postgresql://alice:{password}@127.0.0.1:1/x"  # nothing listens on port 1
+    r = run_cli(*words, cwd=tmp_path, env={"CONVEYOR_DATABASE_URL": url})
+    assert r.code == 2, r
+    shown = r.out + r.err
+    assert "127.0.0.1" in shown or "alice" in shown, "the store is named"
+    assert password not in shown and f"alice:{password}" not in shown, shown
+    assert "Traceback" not in shown
