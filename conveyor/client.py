@@ -129,6 +129,11 @@ class Client:
         """The time to pass to the store: None (the store's clock) unless the clock is frozen."""
         return self.clock.now() if self.clock.frozen else None
 
+    def store_missing(self) -> str | None:
+        """Why the store cannot be used without creating it (a SQLite file that does not
+        exist yet), or None: a command that only looks must not leave an empty file behind."""
+        return self.store.missing()
+
     # --- reading jobs --------------------------------------------------------------------
     def get(self, job_id: int) -> JobRecord:
         """The job; JobNotFound if there is none with that id."""

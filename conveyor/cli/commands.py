@@ -93,7 +93,7 @@ def enqueue(
     if queue is not None:
         check_option("--queue", check_queue_name, queue)
     definition = _find_job(name)
-    missing = definition.client.store.missing()
+    missing = definition.client.store_missing()
     if missing is not None:
         raise Failure(missing, BAD_INPUT)
     try:
