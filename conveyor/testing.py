@@ -94,7 +94,9 @@ def isolated(
     app: Conveyor, *, inline: bool = False, freeze: bool = True, url: str | None = None
 ) -> Iterator[TestContext]:
     """Give ``app`` a fresh store for the duration (a temp SQLite file unless ``url``), with time
-    frozen (``freeze``) and, with ``inline=True``, every enqueue running the job at once."""
+    frozen (``freeze``) and, with ``inline=True``, every enqueue running the job at once (it
+    subscribes to the app's ``enqueued`` event until the context ends; an enqueue inside your
+    own transaction fires nothing, so call ``drain()`` after your commit)."""
     tmp = None
     if url is None:
         tmp = tempfile.mkdtemp(prefix="conveyor-test-")
