@@ -70,6 +70,7 @@ class Supervisor:
         self._restart_at: dict[int, float] = {}
         self._watchdog = Duty(every=0.25)
         self._store_ok = False
+        self._store_lost = False  # the store failed since the duties last ran
         self.health: HealthServer | None = None
         if health_port is not None:
             from .health import HealthServer  # http.server only when asked for
@@ -104,6 +105,7 @@ class Supervisor:
                 beat.ok()
             except StoreError as e:
                 self._store_ok = False
+                self._store_lost = True
                 self._sleep(beat.failed(e))
             self._sleep(TICK)
         self._stop_children()
@@ -247,6 +249,9 @@ class Supervisor:
             self._last_beat = time.monotonic()
         ttl = max(5.0, self.app.settings.rescue_after / 2)
         leader = store.leader_acquire(LEADER, self.id, ttl)
+        if self._store_lost and self.maintenance is not None:  # back: let workers beat first
+            self.maintenance.rescue.hold(time.monotonic())
+        self._store_lost = False
         if leader != self._leader:
             log.info("leadership %s", "acquired" if leader else "lost",
                      extra={"supervisor": self.id})

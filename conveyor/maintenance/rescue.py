@@ -4,11 +4,17 @@ A supervisor rescues its own dead children at once, knowing how far each job had
 ``worker.ledger``); this is the backstop for workers nobody watches any more: a lost host, a
 supervisor killed with its children. With nobody to say how far they got, every job counts as
 running (a worker_lost attempt, not charged to its retries).
+
+A store outage silences every heartbeat, so right after one every worker looks stale. The
+leader tells the service when it got the store back (``hold``): nobody is rescued until
+``rescue_after`` has passed since, time for live workers to heartbeat again. Otherwise an outage
+longer than ``rescue_after`` would run every job that was running at the time twice.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
 from ..store import Store
@@ -20,8 +26,16 @@ class Rescue:
     def __init__(self, store: Store, *, rescue_after: float) -> None:
         self.store = store
         self.rescue_after = rescue_after
+        self.held_until = float("-inf")  # time.monotonic() before which nobody is rescued
+
+    def hold(self, mono: float) -> None:
+        """The store just came back (at monotonic ``mono``): heartbeats were impossible until
+        now, so judge them only once ``rescue_after`` has passed again."""
+        self.held_until = mono + self.rescue_after
 
     def run_once(self, now: datetime | None = None) -> list[int]:
+        if time.monotonic() < self.held_until:
+            return []
         stale = self.store.processes_stale(self.rescue_after, now=now)
         if not stale:
             return []

@@ -26,20 +26,22 @@ class Heartbeat:
         self._outage = Outage("heartbeats")
         self._suspects: set[Pair] = set()  # unheard of at the last beat
 
-    def beat(self) -> None:
-        """One heartbeat; a job unheard of in two beats running (not a claim whose reply is
-        still on its way) was claimed by a reply that got lost, and goes back uncounted."""
+    def beat(self) -> bool:
+        """One heartbeat (False: the store did not answer; try again soon). A job unheard of in
+        two beats running (not a claim whose reply is still on its way) was claimed by a reply
+        that got lost, and goes back uncounted."""
         try:
             recorded = self._store().process_heartbeat(self.worker_id)
             self._outage.ok()
         except StoreError as e:
             self._outage.failed(e)
-            return
+            return False
         unheard = self._hand.compare(recorded)
         twice = [pair for pair in unheard if pair in self._suspects]
         self._suspects = set(unheard)
         if twice:
             self._return(twice)
+        return True
 
     def _return(self, pairs: list[Pair]) -> None:
         try:

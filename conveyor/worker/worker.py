@@ -211,11 +211,14 @@ class Worker:
         return True
 
     def _heartbeat_loop(self) -> None:
+        """Beat every ``heartbeat_every``; after a failed beat, try again within half a second,
+        so that the worker looks alive again as soon as the store is back."""
         every = self._settings.heartbeat_every
-        while not self._stop.wait(every):
+        wait = every
+        while not self._stop.wait(wait):
             if self._orphaned():
                 return
-            self.heartbeat.beat()
+            wait = every if self.heartbeat.beat() else min(every, 0.5)
 
     # --- memory limits ------------------------------------------------------------------------
     def _over_memory(self, rss: int) -> None:

@@ -91,3 +91,21 @@ def test_corrupted_arguments_end_dead_without_breaking_the_worker(t: TestContext
     assert app.handle(bad).status() is JobState.DEAD
     assert "JSONDecodeError" in (app.handle(bad).attempts()[0].error_class or "")
     assert good.result() == 3
+
+
+def test_no_rescue_right_after_the_store_came_back(t: TestContext) -> None:
+    """An outage silenced every heartbeat: the leader waits rescue_after before judging them."""
+    import time
+
+    from conveyor.models import ProcessRecord
+
+    work.enqueue(5)
+    now = t.clock.now()
+    app.store.process_register(ProcessRecord(
+        id="w-quiet", kind="worker", host="h", pid=1, started_at=now, heartbeat_at=now))
+    [claimed] = app.store.job_claim("w-quiet", "default", 1, now=now)
+    duties = Maintenance(app.store, app.settings, app.clock)
+    duties.rescue.hold(time.monotonic())
+    assert duties.rescue.run_once(now + timedelta(seconds=31)) == [], "held: heartbeats resume"
+    duties.rescue.held_until = time.monotonic() - 1  # rescue_after has passed since
+    assert duties.rescue.run_once(now + timedelta(seconds=31)) == [claimed.id]
