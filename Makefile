@@ -14,7 +14,7 @@ help:
 	@echo "make demo    create .venv if needed, then run a worker and example jobs on SQLite (~10 s)"
 	@echo "make test    create .venv if needed, then run the whole suite on SQLite and PostgreSQL"
 	@echo "make bench   enqueue/drain/wake-up numbers on each store"
-	@echo "make chaos   20,000 jobs on each store while workers are SIGKILLed: lost must be 0"
+	@echo "make chaos   20,000 jobs on each store while workers are SIGKILLed: lost and dead must be 0"
 	@echo "make soak    mixed jobs for SOAK_MINUTES (10) on each store under kills: violations must be 0"
 	@echo "make lint    ruff and mypy"
 	@echo "make clean   remove .venv, caches and demo files"
