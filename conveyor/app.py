@@ -65,11 +65,6 @@ class Conveyor:
     def store(self) -> Store:
         return self._stores()
 
-    @property
-    def _store(self) -> Store | None:
-        """The store in use without opening one (read by the supervisor before a fork)."""
-        return self._stores.current
-
     def store_missing(self) -> str | None:
         """Why the store cannot be read without creating it — the URL names a SQLite file
         that does not exist, in a directory that does — or None. Opening the store would

@@ -41,6 +41,11 @@ class JobContext:
         if self._store is not None and self.id is not None:
             self._store.job_log(self.id, self.attempt, str(message))
 
+    def report_to(self, store: Store | None) -> None:
+        """Send progress, heartbeats and log lines to ``store`` from now on (a forked process
+        must not use its parent's connections)."""
+        self._store = store
+
     @property
     def cancel_requested(self) -> bool:
         return self._cancelled

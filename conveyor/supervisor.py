@@ -344,10 +344,9 @@ class Supervisor:
 
 
 def _child_main(app: Conveyor, worker_id: str, parent: Supervisor, ledger: Ledger) -> int:
-    _inherited.append(app._store)  # never touch or close the parent's connections
+    _inherited.append(app.use_store(None))  # the parent's: never touch or close them
     if parent.health is not None:
         parent.health.server.socket.close()  # the probe port is the supervisor's alone
-    app.use_store(None)
     worker = Worker(app, worker_id=worker_id, queues=parent.queues,
                     concurrency=parent.concurrency, supervisor_id=parent.id, ledger=ledger)
     interrupts = {"n": 0}

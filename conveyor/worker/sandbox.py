@@ -53,7 +53,7 @@ def _child(rt: executor.Runtime, url: str, call: executor.Call, out: int,
         _die_with_parent(parent)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop
-        call.context._store = open_store(url)  # the worker's connections are not ours
+        call.context.report_to(open_store(url))  # the worker's connections are not ours
         assert call.definition is not None
         if call.definition.is_async:
             outcome = asyncio.run(executor.run_async(rt, call))

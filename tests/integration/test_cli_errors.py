@@ -330,4 +330,5 @@ def test_a_password_in_the_database_url_is_never_shown(
     shown = r.out + r.err
     assert "127.0.0.1" in shown or "alice" in shown, "the store is named"
     assert password not in shown and f"alice:{password}" not in shown, shown
+    assert "'pa'" not in shown and "ss@" not in shown, "not even a piece of it"
     assert "Traceback" not in shown

@@ -39,14 +39,21 @@ def postgres_conninfo(url: str) -> str:
         raise ConfigurationError(
             f"malformed PostgreSQL URL {redact_url(url)!r}: use postgresql://user@host:port/dbname"
         )
+    # a password with '/', '@' or ':' unescaped splits the URL in the wrong places, and the
+    # parser's complaint would then quote a piece of it: say only what to do
+    secret = redact_url(url) != url
+    escape = "a password holding '/', '@', ':' or '%' must be %-escaped (e.g. %2F for '/')"
+    if rest.partition("?")[0].count("@") > 1:  # libpq would take what follows one for a host
+        raise ConfigurationError(f"malformed PostgreSQL URL {redact_url(url)!r}: {escape}")
     try:
         params = conninfo_to_dict("postgresql://" + rest)
     except psycopg.ProgrammingError as e:
-        reason = redact_url(reason_of(e)) or "cannot parse it"
+        reason = escape if secret else (reason_of(e) or "cannot parse it")
         raise ConfigurationError(f"malformed PostgreSQL URL {redact_url(url)!r}: {reason}") from e
     port = str(params.get("port", "5432"))
     if not all(part.strip().isdigit() for part in port.split(",")):
-        raise ConfigurationError(f"malformed PostgreSQL URL {redact_url(url)!r}: port {port!r}")
+        what = f"the port is not a number; {escape}" if secret else f"port {port!r}"
+        raise ConfigurationError(f"malformed PostgreSQL URL {redact_url(url)!r}: {what}")
     params.setdefault("connect_timeout", CONNECT_TIMEOUT)
     # notice a server that vanished without closing the socket (listener, leader lock)
     for option, value in (("keepalives_idle", 30), ("keepalives_interval", 10),
