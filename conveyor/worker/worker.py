@@ -58,7 +58,8 @@ class Worker:
         self.claimer = Claimer(self._store, worker_id, self.queues, self.hand, self.completer,
                                self._launch, poll=app.settings.poll_interval)
         self.heartbeat = Heartbeat(self._store, worker_id, self.hand)
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # stop claiming
+        self._gone = threading.Event()  # shut down: nothing held any more, stop heartbeating
         self._slots = Slots(concurrency, self._run_sync)
         self._async = AsyncLoop()
         self._exit_code = 0  # EXIT_REPLACE: over its memory limit, to be replaced
@@ -102,7 +103,10 @@ class Worker:
             self._claim_loop()
         finally:
             self.completer.idle.set()
-            self._shutdown(completer)
+            try:
+                self._shutdown(completer)
+            finally:
+                self._gone.set()
         return self._exit_code
 
     def _register(self) -> None:
@@ -211,13 +215,15 @@ class Worker:
         return True
 
     def _heartbeat_loop(self) -> None:
-        """Beat every ``heartbeat_every``; after a failed beat, try again within half a second,
-        so that the worker looks alive again as soon as the store is back."""
+        """Beat every ``heartbeat_every`` until the worker has shut down (jobs still finishing
+        after SIGTERM must not look abandoned, or another worker would run them too); after a
+        failed beat, try again within half a second, so that the worker looks alive again as
+        soon as the store is back."""
         every = self._settings.heartbeat_every
         wait = every
-        while not self._stop.wait(wait):
-            if self._orphaned():
-                return
+        while not self._gone.wait(wait):
+            if not self._stop.is_set():
+                self._orphaned()  # stops claiming; the jobs in hand still finish, beating
             wait = every if self.heartbeat.beat() else min(every, 0.5)
 
     # --- memory limits ------------------------------------------------------------------------

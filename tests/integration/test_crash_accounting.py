@@ -100,3 +100,21 @@ def test_an_error_message_the_database_cannot_hold_is_recorded_escaped(env: Env,
     assert attempt.error_message == "before\\x00after \\ud800 end"
     assert after.wait(timeout=30) is JobState.SUCCEEDED, "the only slot came back"
     assert env.stop(worker)[0] == 0
+
+
+def test_a_job_finishing_after_sigterm_is_not_taken_for_abandoned(env: Env, app) -> None:
+    """After SIGTERM a worker lets its running job finish (shutdown_timeout); it must keep
+    heartbeating meanwhile, or another worker rescues the job and runs it a second time."""
+    # the leader, which rescues: started first, listening elsewhere so the job is not its own
+    leader = env.worker("--queues", "elsewhere", settings=QUICK_RESCUE)
+    wait_until(lambda: app.app.client.workers(), 30, "the leader is up")
+    long = app.sleepy.enqueue(6)
+    first = env.worker("--concurrency", "1", settings=QUICK_RESCUE)
+    wait_until(lambda: long.status() is JobState.RUNNING, 30, "running")
+    first.send_signal(signal.SIGTERM)
+    assert long.wait(timeout=30) is JobState.SUCCEEDED
+    assert first.wait(timeout=30) == 0
+    starts = [line for line in env.lines() if line[1] == "sleepy-start"]
+    assert len(starts) == 1, "run once: its worker was alive all along"
+    assert [a.outcome for a in long.attempts()] == ["succeeded"]
+    env.stop(leader)
