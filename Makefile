@@ -16,7 +16,7 @@ help:
 	@echo "make bench   enqueue/drain/wake-up numbers on each store"
 	@echo "make chaos   20,000 jobs on each store while workers are SIGKILLed: lost and dead must be 0"
 	@echo "make soak    mixed jobs for SOAK_MINUTES (10) on each store under kills: violations must be 0"
-	@echo "make lint    ruff and mypy"
+	@echo "make lint    ruff, mypy (strict) and the import layers (import-linter)"
 	@echo "make clean   remove .venv, caches and demo files"
 
 venv: $(STAMP)
@@ -87,6 +87,7 @@ soak: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy conveyor
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
