@@ -108,6 +108,7 @@ class Supervisor:
                 self._store_lost = True
                 self._sleep(beat.failed(e))
             self._sleep(TICK)
+        self._step_down()  # before waiting for the children: another host takes over duties
         self._stop_children()
         self._cleanup()
         return 0
@@ -330,10 +331,21 @@ class Supervisor:
             del self.children[pid]
         self._rescue_orphans()
 
+    def _step_down(self) -> None:
+        """Hand leadership on at once: a graceful stop may wait shutdown_timeout for running
+        jobs, and meanwhile nobody else could promote scheduled jobs or rescue lost ones."""
+        if not self._leader:
+            return
+        try:
+            self.app.store.leader_release(LEADER, self.id)
+            self._leader = False
+            log.info("leadership released: stopping", extra={"supervisor": self.id})
+        except StoreError as e:
+            log.warning("could not release leadership", extra={"error": str(e)})
+
     def _cleanup(self) -> None:
         try:
-            if self._leader:
-                self.app.store.leader_release(LEADER, self.id)
+            self._step_down()
             self.app.store.process_deregister(self.id)
         except StoreError as e:
             log.warning("could not deregister supervisor", extra={"error": str(e)})

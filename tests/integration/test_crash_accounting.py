@@ -118,3 +118,22 @@ def test_a_job_finishing_after_sigterm_is_not_taken_for_abandoned(env: Env, app)
     assert len(starts) == 1, "run once: its worker was alive all along"
     assert [a.outcome for a in long.attempts()] == ["succeeded"]
     env.stop(leader)
+
+
+def test_a_stopping_leader_hands_over_its_duties_at_once(env: Env, app) -> None:
+    """A leader told to stop may wait shutdown_timeout for its jobs; meanwhile another host
+    must be able to promote scheduled jobs (and rescue lost ones)."""
+    from datetime import timedelta
+
+    long = app.sleepy.enqueue(10)
+    leader = env.worker("--concurrency", "1", settings=QUICK_RESCUE)
+    wait_until(lambda: long.status() is JobState.RUNNING, 30, "the leader runs the long job")
+    other = env.worker("--queues", "other", settings=QUICK_RESCUE)
+    wait_until(lambda: len(app.app.client.workers()) >= 2, 30, "both up")
+    leader.send_signal(signal.SIGTERM)
+    due = app.tag.options(queue="other").enqueue_in(timedelta(seconds=1), "due")
+    assert due.wait(timeout=4) is JobState.SUCCEEDED, "promoted while the old leader finishes"
+    assert long.status() is JobState.RUNNING, "the old leader was still finishing its job"
+    assert long.wait(timeout=30) is JobState.SUCCEEDED
+    assert leader.wait(timeout=30) == 0
+    env.stop(other)
