@@ -65,6 +65,12 @@ class Conveyor:
     def store(self) -> Store:
         return self._stores()
 
+    @property
+    def store_is_open(self) -> bool:
+        """Whether this process has opened the store yet (defining jobs and checking their
+        options open nothing)."""
+        return self._stores.current is not None
+
     def store_missing(self) -> str | None:
         """Why the store cannot be read without creating it — the URL names a SQLite file
         that does not exist, in a directory that does — or None. Opening the store would

@@ -204,7 +204,7 @@ def test_a_queue_no_worker_can_serve_is_refused_at_enqueue(app: Conveyor, queue:
         app.pause_queue(queue)
     with pytest.raises(ValueError, match="invalid queue name"):
         app.resume_queue(queue)
-    assert app._store is None, "nothing was opened"
+    assert not app.store_is_open, "nothing was opened"
 
 
 @pytest.mark.parametrize("queue", ["mail", "mail-high", "my queue", "caf\u00e9", "x" * 200])
@@ -270,7 +270,7 @@ def test_a_delay_past_the_year_9999_is_a_value_error(app: Conveyor) -> None:
         noop.enqueue_in(99999999999 * 86400)
     with pytest.raises(ValueError, match="not a time a job can run at"):
         noop.enqueue_in(timedelta.max)
-    assert app._store is None
+    assert not app.store_is_open
 
 
 def test_a_time_after_9999_in_utc_is_a_value_error(app: Conveyor) -> None:
@@ -280,7 +280,7 @@ def test_a_time_after_9999_in_utc_is_a_value_error(app: Conveyor) -> None:
     late = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))
     with pytest.raises(ValueError, match="after the year 9999"):
         noop.enqueue_at(late)
-    assert app._store is None
+    assert not app.store_is_open
 
 
 def test_a_run_time_already_past_is_stored_as_ready_now(app: Conveyor) -> None:
