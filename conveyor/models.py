@@ -76,7 +76,10 @@ class NewJob:
     run_at: datetime | None = None  # None: ready now
     unique_key: str | None = None
     concurrency_key: str | None = None
-
+    concurrency_max: int | None = None  # jobs of concurrency_key admitted (ready or running) at once
+    unique_started: bool = False  # the unique key is given up when the job first starts
+    unique_for: float | None = None  # seconds the key also blocks after enqueue, whatever the state
+    raise_if_held: bool = False  # a held unique key raises DuplicateJob (the batch is not written)
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
@@ -114,6 +117,7 @@ class JobRecord:
     lost_count: int = 0
     unique_key: str | None = None
     concurrency_key: str | None = None
+    concurrency_max: int | None = None
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from ..models import (
     QueueStats,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,9 @@ class Store(Protocol):
     def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]: ...
 
     # --- time-driven duties -----------------------------------------------------------
+    def limit_usage(self) -> dict[str, int]:
+        """Per concurrency key, how many of its jobs hold a slot (admitted: ready or running)."""
+
     def jobs_promote(
         self, *, now: datetime | None = None, include_retries: bool = False, limit: int = 10_000
     ) -> int:

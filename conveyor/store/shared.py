@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
-from ..errors import SchemaError
+from ..errors import DuplicateJob, SchemaError
 from ..models import (
     FINISHED_STATES,
     QUIET_STATES,
@@ -19,9 +19,11 @@ from ..models import (
     UNFINISHED_STATES,
     WAITING_STATES,
     AttemptOutcome,
+    Inserted,
     JobFilter,
     JobRecord,
     JobState,
+    NewJob,
     ProcessRecord,
     QueueStats,
 )
@@ -30,11 +32,12 @@ from .base import SCHEMA_VERSION
 JOB_COLUMNS = (
     "id, name, queue, priority, state, args, kwargs, attempt, max_attempts, timeout, run_at,"
     " created_at, started_at, finished_at, heartbeat_at, worker_id, lease, result, error,"
-    " progress, progress_message, cancel_requested, lost_count, unique_key, concurrency_key"
+    " progress, progress_message, cancel_requested, lost_count, unique_key, concurrency_key,"
+    " concurrency_max"
 )
 INSERT_COLUMNS = (
     "name, queue, priority, state, args, kwargs, max_attempts, timeout, run_at, created_at,"
-    " unique_key, concurrency_key"
+    " unique_key, concurrency_key, concurrency_max, unique_started"
 )
 PROCESS_COLUMNS = (
     "id, kind, host, pid, started_at, heartbeat_at, supervisor_id, queues, concurrency, job_names"
@@ -82,6 +85,8 @@ def quiet(states: Sequence[Any]) -> bool:
 # each condition repeats its partial index's word for word (SQLite needs that to use it)
 PICK_READY = f"state = 'ready' AND lost_count < {SUSPECT_AT}"
 PICK_SUSPECT = f"state = 'ready' AND lost_count >= {SUSPECT_AT}"
+# a job made runnable (promoted, retried) waits for a slot if it has a concurrency key
+READY_OR_BLOCKED = "CASE WHEN concurrency_key IS NULL THEN 'ready' ELSE 'blocked' END"
 
 # jobs by queue and state, each part read through its partial index (succeeded not counted)
 QUEUE_COUNTS = (
@@ -208,7 +213,7 @@ def job_from_row(row: Sequence[Any], to_dt: Any) -> JobRecord:
         finished_at=to_dt(row[13]), heartbeat_at=to_dt(row[14]), worker_id=row[15],
         lease=row[16], result=row[17], error=row[18], progress=row[19],
         progress_message=row[20], cancel_requested=bool(row[21]), lost_count=row[22],
-        unique_key=row[23], concurrency_key=row[24],
+        unique_key=row[23], concurrency_key=row[24], concurrency_max=row[25],
     )
 
 
@@ -249,6 +254,24 @@ def lost_reason(held: str, reason: str) -> str:
 def poisoned_reason(poison_after: int, reason: str) -> str:
     return (f"{reason}; it killed its process {poison_after} times in a row, the last time"
             " running alone in a fresh process (poison pill), not retried")
+
+
+def refuse_held(jobs: Sequence[NewJob], inserted: Sequence[Inserted], where: str) -> None:
+    """DuplicateJob for the first job that asked to raise and found its unique key held; the
+    caller raises it inside the insert's transaction, so the batch is not written."""
+    for job, got in zip(jobs, inserted, strict=True):
+        if job.raise_if_held and not got.created:
+            raise DuplicateJob(
+                duplicate_message(job.unique_key, where), existing_id=got.id,
+                unique_key=job.unique_key,
+            )
+
+
+def state_on_insert(job: NewJob, ready: bool) -> str:
+    """A job due now is ready, or blocked when it has a concurrency key (the store admits it)."""
+    if not ready:
+        return "scheduled"
+    return "ready" if job.concurrency_key is None else "blocked"
 
 
 def duplicate_message(key: str | None, where: str) -> str:

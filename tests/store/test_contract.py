@@ -97,7 +97,7 @@ def test_insert_returns_ids_in_input_order_and_round_trips_fields(store: Store, 
                kwargs=json.dumps({"i": i, "s": ODD_TEXT[i % 6]}), queue=f"q{i % 3}",
                priority=(i * 7) % 5, max_attempts=i + 1, timeout=None if i % 2 else i + 0.5,
                unique_key=f"u{i}{ODD_TEXT[i % 6]}" if i % 4 == 0 else None,
-               concurrency_key="c" if i else None, run_at=later if i % 10 == 3 else None)
+               concurrency_key=f"c{i}" if i else None, run_at=later if i % 10 == 3 else None)
         for i in range(n)
     ]
     ids = insert(store, *jobs)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ...models import NewJob
+from .. import shared
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -27,7 +28,7 @@ def copy_rows(ids: Sequence[int], jobs: Sequence[NewJob], at: datetime) -> tuple
     stamp = at.isoformat()
     lines = []
     for job_id, j in zip(ids, jobs, strict=True):
-        state = "ready" if j.run_at is None or j.run_at <= at else "scheduled"
+        state = shared.state_on_insert(j, j.run_at is None or j.run_at <= at)
         ready = ready or state == "ready"
         lines.append("\t".join((
             str(job_id), copy_text(j.name), copy_text(j.queue), str(int(j.priority)), state,
@@ -35,6 +36,7 @@ def copy_rows(ids: Sequence[int], jobs: Sequence[NewJob], at: datetime) -> tuple
             "\\N" if j.timeout is None else repr(float(j.timeout)),
             stamp if j.run_at is None else j.run_at.isoformat(), stamp,
             copy_text(j.unique_key), copy_text(j.concurrency_key),
+            "\\N" if j.concurrency_max is None else str(int(j.concurrency_max)),
         )))
     lines.append("")
     return "\n".join(lines), ready

@@ -11,6 +11,7 @@ from psycopg import sql as pgsql
 
 from ...errors import StoreError
 from ...models import Inserted, NewJob
+from . import flow
 from . import statements as sql
 from .connections import Conn
 from .copy import copy_rows
@@ -23,7 +24,9 @@ def insert_jobs(conn: Conn, jobs: Sequence[NewJob], now: datetime | None) -> lis
     """Insert ``jobs`` on ``conn`` (the caller runs it in one transaction when it takes more
     than one statement: many jobs, or unique keys); what became of each, in order."""
     if any(j.unique_key is not None for j in jobs):
-        return _insert_unless_held(conn, jobs, now)
+        if not any(j.unique_for is not None for j in jobs):
+            return _insert_unless_held(conn, jobs, now)
+        return _insert_unless_locked(conn, jobs, now)
     if len(jobs) == 1:
         return [Inserted(_insert_one(conn, jobs[0], now), True)]
     if len(jobs) >= COPY_THRESHOLD:
@@ -37,7 +40,8 @@ def _insert_one(conn: Conn, j: NewJob, now: datetime | None) -> int:
         "now": now, "name": j.name, "queue": j.queue, "priority": int(j.priority),
         "args": j.args, "kwargs": j.kwargs, "max_attempts": int(j.max_attempts),
         "timeout": j.timeout, "run_at": j.run_at, "unique_key": j.unique_key,
-        "concurrency_key": j.concurrency_key,
+        "concurrency_key": j.concurrency_key, "concurrency_max": j.concurrency_max,
+        "unique_started": j.unique_started,
     }
     row = conn.execute(sql.INSERT_ONE, params).fetchone()
     assert row is not None
@@ -54,6 +58,8 @@ def _arrays(jobs: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:
         "timeout": [None if j.timeout is None else float(j.timeout) for j in jobs],
         "run_at": [j.run_at for j in jobs], "unique_key": [j.unique_key for j in jobs],
         "concurrency_key": [j.concurrency_key for j in jobs],
+        "concurrency_max": [j.concurrency_max for j in jobs],
+        "unique_started": [j.unique_started for j in jobs],
     }
 
 
@@ -86,6 +92,38 @@ def _insert_unless_held(conn: Conn, jobs: Sequence[NewJob], now: datetime | None
         f"job {jobs[pending[0]].name!r} with unique key {jobs[pending[0]].unique_key!r} was"
         f" neither inserted nor held by another job after {KEY_ROUNDS} tries"
     )
+
+
+def _insert_unless_locked(
+    conn: Conn, jobs: Sequence[NewJob], now: datetime | None
+) -> list[Inserted]:
+    """Jobs some of which keep their key for ``unique_for`` after enqueue: each such key is
+    locked first (an unexpired lock reports its job), then the rest go through
+    ``_insert_unless_held``; a lock whose job was not created (an unfinished job held the key)
+    is dropped again, all in the caller's one transaction."""
+    first: dict[str, int] = {}
+    for i, j in enumerate(jobs):
+        if j.unique_key is not None and j.unique_for is not None:
+            first.setdefault(j.unique_key, i)
+    keys = list(first)
+    conn.execute(flow.LOCKS_EXPIRE, {"keys": keys, "now": now})
+    secs = [jobs[first[k]].unique_for for k in keys]
+    taken = {r[0] for r in conn.execute(flow.LOCKS_TAKE, {"keys": keys, "secs": secs, "now": now})}
+    held = dict(conn.execute(flow.LOCKS_HELD, {"keys": [k for k in keys if k not in taken]}))
+    out: list[Inserted | None] = [None] * len(jobs)
+    for i, j in enumerate(jobs):
+        holder = held.get(j.unique_key) if j.unique_for is not None else None
+        if holder is not None:
+            out[i] = Inserted(int(holder), False)
+    rest = [i for i, x in enumerate(out) if x is None]
+    for i, done in zip(rest, _insert_unless_held(conn, [jobs[i] for i in rest], now), strict=True):
+        out[i] = done
+    mine = [k for k in keys if k in taken]
+    created = [k for k in mine if (got := out[first[k]]) is not None and got.created]
+    ids = [out[first[k]].id for k in created]  # type: ignore[union-attr]
+    conn.execute(flow.LOCKS_GIVE, {"keys": created, "ids": ids})
+    conn.execute(flow.LOCKS_DROP, {"keys": [k for k in mine if k not in created]})
+    return [x for x in out if x is not None]
 
 
 def _copy(conn: Conn, jobs: Sequence[NewJob], now: datetime | None) -> list[int]:

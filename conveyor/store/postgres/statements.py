@@ -43,18 +43,22 @@ RECORD_VERSION = "INSERT INTO conveyor_schema (version, applied_at) VALUES (%s, 
 
 # --- jobs: insert -------------------------------------------------------------------------------
 # pieces: where the rows come from, how each becomes a row, what a held unique key does
-STATE_ON_INSERT = f"CASE WHEN run_at IS NULL OR run_at <= {NOW} THEN 'ready' ELSE 'scheduled' END"
+STATE_ON_INSERT = (
+    f"CASE WHEN run_at IS NOT NULL AND run_at > {NOW} THEN 'scheduled' ELSE {s.READY_OR_BLOCKED} END"
+)
 ROW_ON_INSERT = (
     f"name, queue, priority, {STATE_ON_INSERT}, args, kwargs, max_attempts, timeout,"
-    f" COALESCE(run_at, {NOW}), {NOW}, unique_key, concurrency_key"
+    f" COALESCE(run_at, {NOW}), {NOW}, unique_key, concurrency_key, concurrency_max,"
+    " unique_started"
 )
 UNNEST_INPUT = """input AS (
     SELECT * FROM unnest(
         %(name)s::text[], %(queue)s::text[], %(priority)s::int[], %(args)s::text[],
         %(kwargs)s::text[], %(max_attempts)s::int[], %(timeout)s::float8[],
-        %(run_at)s::timestamptz[], %(unique_key)s::text[], %(concurrency_key)s::text[]
+        %(run_at)s::timestamptz[], %(unique_key)s::text[], %(concurrency_key)s::text[],
+        %(concurrency_max)s::int[], %(unique_started)s::bool[]
     ) WITH ORDINALITY AS t(name, queue, priority, args, kwargs, max_attempts, timeout, run_at,
-                           unique_key, concurrency_key, ord)
+                           unique_key, concurrency_key, concurrency_max, unique_started, ord)
 )"""
 # the ids drawn up front, in input order, so that each input row knows its own
 NUMBERED_INPUT = """numbered AS (
@@ -90,15 +94,16 @@ HOLDERS_OF_KEYS = (
 )
 
 _ONE_STATE = (
-    "CASE WHEN %(run_at)s::timestamptz IS NULL OR %(run_at)s::timestamptz <= "
-    f"{NOW} THEN 'ready' ELSE 'scheduled' END"
+    f"CASE WHEN %(run_at)s::timestamptz > {NOW} THEN 'scheduled'"
+    " WHEN %(concurrency_key)s::text IS NULL THEN 'ready' ELSE 'blocked' END"
 )
 INSERT_ONE = f"""
 WITH inserted AS (
     INSERT INTO conveyor_jobs ({s.INSERT_COLUMNS})
     VALUES (%(name)s, %(queue)s, %(priority)s, {_ONE_STATE},
             %(args)s, %(kwargs)s, %(max_attempts)s, %(timeout)s,
-            COALESCE(%(run_at)s::timestamptz, {NOW}), {NOW}, %(unique_key)s, %(concurrency_key)s)
+            COALESCE(%(run_at)s::timestamptz, {NOW}), {NOW}, %(unique_key)s, %(concurrency_key)s,
+            %(concurrency_max)s, %(unique_started)s)
     RETURNING id, state
 )
 SELECT id, {wake_if_ready("inserted")} FROM inserted
@@ -110,7 +115,7 @@ ID_SEQUENCE = "SELECT pg_get_serial_sequence('conveyor_jobs', 'id'), COALESCE(%s
 NEXT_IDS = "SELECT string_agg(nextval({})::text, ',') FROM generate_series(1, %s)"
 COPY_JOBS = (
     "COPY conveyor_jobs (id, name, queue, priority, state, args, kwargs, max_attempts, timeout,"
-    " run_at, created_at, unique_key, concurrency_key) FROM STDIN"
+    " run_at, created_at, unique_key, concurrency_key, concurrency_max) FROM STDIN"
 )
 
 # --- jobs: claim and finish ---------------------------------------------------------------------
@@ -119,7 +124,8 @@ def claim_update(pick: str) -> str:
     return f"""
 UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = %(worker)s,
     lease = %(lease)s, started_at = {NOW}, heartbeat_at = {NOW}, finished_at = NULL,
-    progress = NULL, progress_message = NULL
+    progress = NULL, progress_message = NULL,
+    unique_key = CASE WHEN unique_started THEN NULL ELSE unique_key END
 WHERE id IN (
     SELECT id FROM conveyor_jobs WHERE {pick} AND queue = %(queue)s
     ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
@@ -149,7 +155,7 @@ DONE_CTE = f"""done AS (
     FROM (SELECT DISTINCT ON (job_id, lease) * FROM o ORDER BY job_id, lease, ord) o
     WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = o.job_id AND j.lease = o.lease
       AND j.state = 'running'
-    RETURNING o.ord, j.attempt, j.worker_id, j.started_at
+    RETURNING o.ord, j.attempt, j.worker_id, j.started_at, j.concurrency_key
 )"""
 RECORDED_CTE = f"""recorded AS (
     INSERT INTO conveyor_attempts ({s.ATTEMPT_COLUMNS})
@@ -158,12 +164,15 @@ RECORDED_CTE = f"""recorded AS (
            o.error_class, o.error_message, o.traceback
     FROM o JOIN done USING (ord) WHERE o.outcome <> '{AttemptOutcome.SUCCEEDED}' ORDER BY ord
 )"""
-FINISH = f"WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE}\nSELECT ord FROM done"
+FINISH = f"WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE}\nSELECT ord, concurrency_key FROM done"
 # finish then claim in ONE statement (one round trip, one commit): the CTEs touch disjoint rows,
 # running ones fenced by lease for the outcomes, ready ones for the claim
 FINISH_AND_CLAIM = f"""WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE},
 claimed AS ({CLAIM})
-SELECT acc.accepted, claimed.* FROM (SELECT array_agg(ord) AS accepted FROM done) AS acc
+SELECT acc.accepted, acc.freed, claimed.* FROM (
+    SELECT array_agg(ord) AS accepted,
+           array_agg(concurrency_key) FILTER (WHERE concurrency_key IS NOT NULL) AS freed
+    FROM done) AS acc
 LEFT JOIN claimed ON true
 """
 
@@ -223,7 +232,7 @@ CANCEL_RUNNING = (
 )
 RETRY = f"""
 WITH retried AS (
-    UPDATE conveyor_jobs SET state = 'ready', run_at = {NOW}, finished_at = NULL,
+    UPDATE conveyor_jobs SET state = {s.READY_OR_BLOCKED}, run_at = {NOW}, finished_at = NULL,
         max_attempts = GREATEST(max_attempts, attempt + 1), cancel_requested = false,
         cancel_requested_at = NULL, lost_count = 0
     WHERE id = ANY(%(ids)s) AND {s.state_in(RETRYABLE_STATES)}
@@ -266,7 +275,7 @@ WITH gone AS (
 
 PROMOTE = f"""
 WITH promoted AS (
-    UPDATE conveyor_jobs SET state = 'ready', run_at = LEAST(run_at, {NOW})
+    UPDATE conveyor_jobs SET state = {s.READY_OR_BLOCKED}, run_at = LEAST(run_at, {NOW})
     WHERE id IN (
         SELECT id FROM conveyor_jobs WHERE state IN ('scheduled', 'failed')
           AND (run_at <= {NOW} OR (%(retries)s AND state = 'failed'))

@@ -35,6 +35,7 @@ from ...models import (
 )
 from .. import shared
 from ..base import Capabilities, HealthFacts
+from . import flow
 from . import statements as sql
 from .connections import Connections
 from .inserts import COPY_THRESHOLD, insert_jobs
@@ -135,13 +136,31 @@ class PostgresStore:
             return []
         if connection is not None:  # the caller's transaction: theirs to commit or roll back
             with self._db.errors():
-                return insert_jobs(connection, jobs, now)
-        keyed = any(j.unique_key is not None for j in jobs)
+                return self._insert(connection, jobs, now)
+        keyed = any(j.unique_key is not None or j.concurrency_key is not None for j in jobs)
         if len(jobs) < COPY_THRESHOLD and not keyed:  # one statement: autocommit is its transaction
             with self._db.connect() as conn:
                 return insert_jobs(conn, jobs, now)
         with self._db.tx() as conn:
-            return insert_jobs(conn, jobs, now)
+            return self._insert(conn, jobs, now)
+
+    def _insert(self, conn: Any, jobs: Sequence[NewJob], now: datetime | None) -> list[Inserted]:
+        """Insert in a transaction: a held key that should raise rolls the batch back; jobs of
+        concurrency keys, entered blocked, are admitted to free slots."""
+        inserted = insert_jobs(conn, jobs, now)
+        shared.refuse_held(jobs, inserted, f"PostgreSQL database {self._where}")
+        flow.settle(conn, (j.concurrency_key for j in jobs), now)
+        return inserted
+
+    def _settle(self, keys: Sequence[str | None], now: datetime | None, *, blocked: bool = False) -> None:
+        """Admit blocked jobs to slots just given back (``blocked``: to every key's), in a
+        transaction of its own, after the change that freed them committed."""
+        if keys or blocked:
+            with self._db.tx() as conn:
+                if blocked:
+                    flow.settle_blocked(conn, now)
+                else:
+                    flow.settle(conn, keys, now)
 
     def job_get(self, job_id: int) -> JobRecord | None:
         rows = self._rows(sql.GET, (job_id,))
@@ -166,6 +185,7 @@ class PostgresStore:
         if not outcomes:
             return []
         rows = self._rows(sql.FINISH, _finish_params(outcomes, now))
+        self._settle([r[1] for r in rows if r[1] is not None], now)
         return _accepted(len(outcomes), [r[0] for r in rows])
 
     def job_finish_and_claim(
@@ -175,7 +195,8 @@ class PostgresStore:
         params = {**_finish_params(outcomes, now), **_claim_params(worker_id, queue, limit, now)}
         with self._db.hot() as conn:
             rows = conn.execute(sql.FINISH_AND_CLAIM, params).fetchall()
-        claimed = [r[1:] for r in rows if r[1] is not None]
+        claimed = [r[2:] for r in rows if r[2] is not None]
+        self._settle(rows[0][1] or [], now)
         return _accepted(len(outcomes), rows[0][0] or ()), shared.claimed(claimed, _dt)
 
     def job_release(
@@ -189,7 +210,9 @@ class PostgresStore:
             "leases": [lease for _, lease in leases], "started": started,
             "message": reason or shared.SHUTDOWN_REASON,
         }
-        return int(self._rows(sql.RELEASE, params)[0][0])
+        released = int(self._rows(sql.RELEASE, params)[0][0])
+        self._settle([], now, blocked=True)
+        return released
 
     def job_progress(
         self, job_id: int, lease: str, percent: float | None, message: str | None,
@@ -215,31 +238,42 @@ class PostgresStore:
             conn.execute(sql.CANCEL_WAITING, params)
             conn.execute(sql.CANCEL_RUNNING, params)
             row = conn.execute(sql.STATE_OF, params).fetchone()
+        self._settle([], now, blocked=True)
         return JobState(row[0]) if row else None
 
     def job_retry(self, job_ids: Sequence[int], *, now: datetime | None = None) -> int:
         if not job_ids:
             return 0
-        return int(self._rows(sql.RETRY, {"now": now, "ids": list(job_ids)})[0][0])
+        retried = int(self._rows(sql.RETRY, {"now": now, "ids": list(job_ids)})[0][0])
+        self._settle([], now, blocked=True)
+        return retried
 
     def job_discard(self, job_ids: Sequence[int]) -> int:
         if not job_ids:
             return 0
-        return int(self._rows(sql.DISCARD, {"ids": list(job_ids)})[0][0])
+        discarded = int(self._rows(sql.DISCARD, {"ids": list(job_ids)})[0][0])
+        self._settle([], None, blocked=True)
+        return discarded
 
     def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]:
         statement = sql.ids_by_state(shared.quiet([state]), queue is not None)
         return [r[0] for r in self._rows(statement, {"state": str(state), "queue": queue})]
+
+    def limit_usage(self) -> dict[str, int]:
+        return {k: int(n) for k, n in self._rows(flow.USAGE)}
 
     # --- time-driven duties ---------------------------------------------------------------------
     def jobs_promote(
         self, *, now: datetime | None = None, include_retries: bool = False, limit: int = 10_000
     ) -> int:
         params = {"now": now, "retries": include_retries, "limit": limit}
-        return int(self._rows(sql.PROMOTE, params)[0][0])
+        promoted = int(self._rows(sql.PROMOTE, params)[0][0])
+        self._settle([], now, blocked=True)  # also the sweep after a crash between finish and admit
+        return promoted
 
     def jobs_prune(self, *, succeeded_before: datetime, dead_before: datetime) -> int:
         params = {"succeeded_before": succeeded_before, "dead_before": dead_before}
+        self._count(flow.LOCKS_PRUNE)
         total = 0
         while (n := int(self._rows(sql.PRUNE, params)[0][0])) > 0:
             total += n
@@ -267,7 +301,9 @@ class PostgresStore:
             "held_ids": list(seen), "held_stages": [str(stage) for stage in seen.values()],
             "reason": reason, "finished": shared.lost_reason(Held.FINISHED, reason),
         }
-        return [r[0] for r in self._rows(sql.RESCUE, params)]
+        rescued = [r[0] for r in self._rows(sql.RESCUE, params)]
+        self._settle([], now, blocked=True)
+        return rescued
 
     def job_lost(
         self, job_id: int, lease: str, reason: str, *, poison_after: int = POISON_AFTER,
@@ -276,6 +312,7 @@ class PostgresStore:
         params = {"now": now, "id": job_id, "lease": lease, "poison_after": poison_after,
                   "reason": reason, "poisoned": shared.poisoned_reason(poison_after, reason)}
         rows = self._rows(sql.LOST, params)
+        self._settle([], now, blocked=True)
         return JobState(rows[0][0]) if rows else None
 
     # --- queues ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from .. import shared as s
 
 # --- jobs: insert --------------------------------------------------------------------------------
 INSERT = (
-    f"INSERT INTO conveyor_jobs ({s.INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO conveyor_jobs ({s.INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # a job whose unique key an unfinished job holds is not inserted: no row comes back
 INSERT_UNLESS_HELD = f"{INSERT} ON CONFLICT (unique_key) WHERE {s.UNIQUE_HELD_OR} DO NOTHING RETURNING id"
@@ -38,7 +38,7 @@ def _claim(pick: str) -> str:
     return (
         "UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, worker_id = ?,"
         " lease = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL, progress = NULL,"
-        " progress_message = NULL"
+        " progress_message = NULL, unique_key = CASE WHEN unique_started THEN NULL ELSE unique_key END"
         f" WHERE id IN (SELECT id FROM conveyor_jobs WHERE {pick} AND queue = ?"
         "   ORDER BY priority DESC, id LIMIT ?)"
         " AND NOT EXISTS (SELECT 1 FROM conveyor_queues WHERE name = ? AND paused = 1)"
@@ -54,7 +54,7 @@ ANY_SUSPECT = f"SELECT 1 FROM conveyor_jobs WHERE {s.PICK_SUSPECT} AND queue = ?
 FINISH = (
     "UPDATE conveyor_jobs SET state = ?, result = ?, error = ?, lease = NULL,"
     " heartbeat_at = NULL, lost_count = 0, finished_at = ?, run_at = COALESCE(?, run_at)"
-    " WHERE id = ? AND lease = ? AND state = 'running'"
+    " WHERE id = ? AND lease = ? AND state = 'running' RETURNING concurrency_key"
 )
 RECORD_ATTEMPT = f"INSERT INTO conveyor_attempts ({s.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 RECORD_LOST = (
@@ -91,7 +91,7 @@ STATE_OF = "SELECT state FROM conveyor_jobs WHERE id = ?"
 
 def retry(n: int) -> str:
     return (
-        "UPDATE conveyor_jobs SET state = 'ready', run_at = ?, finished_at = NULL,"
+        f"UPDATE conveyor_jobs SET state = {s.READY_OR_BLOCKED}, run_at = ?, finished_at = NULL,"
         " max_attempts = MAX(max_attempts, attempt + 1), cancel_requested = 0,"
         " cancel_requested_at = NULL, lost_count = 0"
         f" WHERE id IN ({marks(n)}) AND {s.state_in(RETRYABLE_STATES)}"
@@ -111,7 +111,7 @@ JOB_TABLES = (("conveyor_attempts", "job_id"), ("conveyor_logs", "job_id"),
 
 # --- time-driven duties --------------------------------------------------------------------------
 PROMOTE = (
-    "UPDATE conveyor_jobs SET state = 'ready', run_at = MIN(run_at, ?) WHERE id IN"
+    f"UPDATE conveyor_jobs SET state = {s.READY_OR_BLOCKED}, run_at = MIN(run_at, ?) WHERE id IN"
     " (SELECT id FROM conveyor_jobs WHERE state IN ('scheduled', 'failed') AND"
     " (run_at <= ? OR (? AND state = 'failed')) ORDER BY run_at LIMIT ?)"
 )

@@ -32,46 +32,18 @@ from ...models import (
 from .. import shared
 from ..base import Capabilities, HealthFacts
 from . import statements as sql
+from .attempts import claim as _claim
+from .attempts import dt as _dt
+from .attempts import finish as _finish
 from .connection import Connections, immediate, retry, sqlite_path, translate
+from .flow import LOCKS_PRUNE, USAGE, settle, settle_blocked
 from .inserts import insert_rows, insert_unless_held, insert_without_keys
 
 T = TypeVar("T")
 
 
-def _ts(when: datetime | None) -> float | None:
-    return None if when is None else when.timestamp()
-
-
-def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def _claim(
-    conn: sqlite3.Connection, worker_id: str, queue: str, limit: int, at: float,
-    statement: str = sql.CLAIM,
-) -> list[JobRecord]:
-    rows = conn.execute(
-        statement, (worker_id, shared.new_lease(), at, at, queue, limit, queue)
-    ).fetchall()
-    return shared.claimed(rows, _dt)
-
-
-def _finish(conn: sqlite3.Connection, outcomes: Sequence[JobOutcome], at: float) -> list[bool]:
-    accepted = []
-    for o in outcomes:
-        finished = _ts(o.finished_at) or at
-        cur = conn.execute(sql.FINISH, (
-            str(o.state), o.result, o.error_summary,
-            finished if o.state.finished else None, _ts(o.retry_at), o.job_id, o.lease,
-        ))
-        ok = cur.rowcount == 1
-        if ok and o.state is not JobState.SUCCEEDED:  # a success is the job row itself
-            conn.execute(sql.RECORD_ATTEMPT, (
-                o.job_id, o.attempt, o.worker_id, o.started_at.timestamp(), finished,
-                str(o.outcome), o.error_class, o.error_message, o.traceback,
-            ))
-        accepted.append(ok)
-    return accepted
+def _then(result: T, _: object) -> T:
+    return result
 
 
 def _in_list(values: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -97,6 +69,10 @@ class SQLiteStore:
         """Run ``fn`` in one immediate transaction, retried as a whole while the file is busy."""
         conn = self._conn()
         return retry(self.path, lambda: immediate(conn, fn))
+
+    def _settled(self, fn: Callable[[sqlite3.Connection], T], at: float) -> T:
+        """``fn``, then blocked jobs admitted to the slots it may have freed, in one transaction."""
+        return self._write(lambda conn: _then(fn(conn), settle_blocked(conn, at)))
 
     def _read(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         conn = self._conn()
@@ -147,12 +123,21 @@ class SQLiteStore:
     def job_insert_many(
         self, jobs: Sequence[NewJob], *, connection: Any = None, now: datetime | None = None
     ) -> list[Inserted]:
-        rows = insert_rows(jobs, self._now(now))
+        at = self._now(now)
+        rows = insert_rows(jobs, at)
         keyed = any(j.unique_key is not None for j in jobs)
-        insert = insert_unless_held if keyed else insert_without_keys
+        limited = [j.concurrency_key for j in jobs if j.concurrency_key is not None]
 
         def run(conn: sqlite3.Connection) -> list[Inserted]:
-            return insert(conn, rows)
+            inserted = (
+                insert_unless_held(conn, rows, jobs, at) if keyed
+                else insert_without_keys(conn, rows)
+            )
+            if keyed:
+                shared.refuse_held(jobs, inserted, self.path)
+            if limited:
+                settle(conn, limited, at)
+            return inserted
 
         if connection is not None:
             return self._in_callers(connection, run)
@@ -208,7 +193,7 @@ class SQLiteStore:
                     conn.execute(sql.RECORD_SHUTDOWN, (job_id, row[0], row[1], row[2], at, message))
             return released
 
-        return self._write(run)
+        return self._settled(run, at)
 
     def job_progress(
         self, job_id: int, lease: str, percent: float | None, message: str | None,
@@ -242,13 +227,13 @@ class SQLiteStore:
             row = conn.execute(sql.STATE_OF, (job_id,)).fetchone()
             return JobState(row[0]) if row else None
 
-        return self._write(run)
+        return self._settled(run, at)
 
     def job_retry(self, job_ids: Sequence[int], *, now: datetime | None = None) -> int:
         if not job_ids:
             return 0
         at, statement = self._now(now), sql.retry(len(job_ids))
-        return self._write(lambda conn: conn.execute(statement, (at, *job_ids)).rowcount)
+        return self._settled(lambda conn: conn.execute(statement, (at, *job_ids)).rowcount, at)
 
     def job_discard(self, job_ids: Sequence[int]) -> int:
         if not job_ids:
@@ -259,7 +244,7 @@ class SQLiteStore:
             self._delete_jobs(conn, ids)
             return len(ids)
 
-        return self._write(run)
+        return self._settled(run, time.time())
 
     @staticmethod
     def _delete_jobs(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
@@ -272,19 +257,23 @@ class SQLiteStore:
         params: list[Any] = [str(state)] + ([] if queue is None else [queue])
         return [r[0] for r in self._read(sql.ids_by_state(state, queue is not None), params)]
 
+    def limit_usage(self) -> dict[str, int]:
+        return dict(self._read(USAGE))
+
     # --- time-driven duties ---------------------------------------------------------------------
     def jobs_promote(
         self, *, now: datetime | None = None, include_retries: bool = False, limit: int = 10_000
     ) -> int:
         at = self._now(now)
         params = (at, at, include_retries, limit)
-        return self._write(lambda conn: conn.execute(sql.PROMOTE, params).rowcount)
+        return self._settled(lambda conn: conn.execute(sql.PROMOTE, params).rowcount, at)
 
     def jobs_prune(self, *, succeeded_before: datetime, dead_before: datetime) -> int:
         succeeded, dead = succeeded_before.timestamp(), dead_before.timestamp()
         params = (max(succeeded, dead), succeeded, dead)
 
         def run(conn: sqlite3.Connection) -> int:
+            conn.execute(LOCKS_PRUNE, (time.time(),))
             ids = [r[0] for r in conn.execute(sql.PRUNABLE, params)]
             self._delete_jobs(conn, ids)
             return len(ids)
@@ -325,7 +314,7 @@ class SQLiteStore:
                     conn.execute(sql.RECORD_LOST, (job_id, attempt, worker, started, at, message))
             return [r[0] for r in rows]
 
-        return self._write(run)
+        return self._settled(run, at)
 
     def job_lost(
         self, job_id: int, lease: str, reason: str, *, poison_after: int = POISON_AFTER,
@@ -348,7 +337,7 @@ class SQLiteStore:
             conn.execute(sql.RECORD_LOST, (job_id, attempt, worker, started, at, message))
             return state
 
-        return self._write(run)
+        return self._settled(run, at)
 
     # --- queues ---------------------------------------------------------------------------------
     def _set_paused(self, name: str, paused: bool) -> None:
