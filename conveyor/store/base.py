@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from ..cron import ScheduleDef, ScheduleState, TickPlan, TickRecord
 from ..models import (
     POISON_AFTER,
     AttemptRecord,
@@ -28,7 +29,7 @@ from ..models import (
     QueueStats,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,10 @@ class Store(Protocol):
 
     def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]: ...
 
-    # --- time-driven duties -----------------------------------------------------------
     def limit_usage(self) -> dict[str, int]:
         """Per concurrency key, how many of its jobs hold a slot (admitted: ready or running)."""
 
+    # --- time-driven duties -----------------------------------------------------------
     def jobs_promote(
         self, *, now: datetime | None = None, include_retries: bool = False, limit: int = 10_000
     ) -> int:
@@ -198,6 +199,40 @@ class Store(Protocol):
         """What ``conveyor doctor`` needs beyond queue_stats() and process_list(), in one call,
         measured at ``now`` (None: the store's clock). See :class:`HealthFacts`."""
 
+    # --- recurring schedules (cron) ---------------------------------------------------------
+    def cron_register(self, schedules: Sequence[ScheduleDef], *, now: datetime | None = None) -> None:
+        """Write what the code says of these schedules; a schedule new to the store is first
+        seen ``now`` (its ticks count from then), a known one keeps that moment."""
+
+    def cron_states(self, *, now: datetime | None = None) -> tuple[datetime, list[ScheduleState]]:
+        """``now`` (None: the store's clock) and every stored schedule, as a scheduler needs it."""
+
+    def cron_list(self) -> list[ScheduleState]:
+        """Every stored schedule with its latest run and that job's state."""
+
+    def cron_record(
+        self, name: str, base: datetime | None, ticks: Sequence[TickPlan], job: NewJob, *,
+        recorded_by: str, now: datetime | None = None,
+    ) -> list[int] | None:
+        """Record ``ticks`` (oldest first) in one transaction, enqueueing ``job`` for each fired
+        one, if the schedule's latest recorded tick is still ``base``; the ids enqueued, or
+        None if another scheduler moved it first (nothing is written then). A tick is
+        written once per (schedule, fire_at) whatever happens."""
+
+    def cron_set_paused(self, name: str, paused: bool, *, now: datetime | None = None) -> bool:
+        """Pause or resume; False if no such schedule is stored."""
+
+    def cron_run_now(
+        self, name: str, job: NewJob | None, *, recorded_by: str = "run now",
+        now: datetime | None = None,
+    ) -> int | None:
+        """Enqueue ``job`` (None: the one the store keeps for the schedule) now, outside the
+        schedule, paused or not, with a manual tick; its id, or None for an unknown schedule."""
+
+    def cron_history(
+        self, name: str, *, limit: int = 100, before: datetime | None = None
+    ) -> list[TickRecord]:
+        """A schedule's ticks, newest first (``before``: older than that fire time)."""
 
 @dataclass(frozen=True)
 class HealthFacts:

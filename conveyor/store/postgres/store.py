@@ -38,6 +38,7 @@ from ..base import Capabilities, HealthFacts
 from . import flow
 from . import statements as sql
 from .connections import Connections
+from .cron import PostgresCron
 from .inserts import COPY_THRESHOLD, insert_jobs
 
 
@@ -78,7 +79,7 @@ def _any(values: Sequence[Any]) -> tuple[str, list[Any]]:
     return "= ANY(%s)", [list(values)]
 
 
-class PostgresStore:
+class PostgresStore(PostgresCron):
     capabilities = Capabilities(
         listen_notify=True, skip_locked=True, advisory_locks=True, multi_host=True,
         transactional_enqueue=True,

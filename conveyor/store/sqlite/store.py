@@ -36,6 +36,7 @@ from .attempts import claim as _claim
 from .attempts import dt as _dt
 from .attempts import finish as _finish
 from .connection import Connections, immediate, retry, sqlite_path, translate
+from .cron import SQLiteCron
 from .flow import LOCKS_PRUNE, USAGE, settle, settle_blocked
 from .inserts import insert_rows, insert_unless_held, insert_without_keys
 
@@ -50,7 +51,7 @@ def _in_list(values: Sequence[Any]) -> tuple[str, list[Any]]:
     return f"IN ({sql.marks(len(values))})", list(values)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteCron):
     capabilities = Capabilities(transactional_enqueue=True)
 
     def __init__(self, url: str) -> None:
