@@ -1,6 +1,6 @@
 """``Conveyor``: a facade over settings, the job registry, a ``Client`` and ``Events``.
 
-What a user touches: ``@app.job``, ``app.enqueue_many`` and ``@app.on(event)``. Reading and
+What a user touches: ``@app.job``, ``@app.cron``, ``app.enqueue_many`` and ``@app.on(event)``. Reading and
 acting on jobs is ``app.client``'s work (``app.jobs`` is the same object); the store behind
 it is opened on first use, once per process.
 """
@@ -13,11 +13,13 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from .client import Client, JobHandle, LazyStore
 from .clock import Clock, SystemClock
+from .cron import CronSchedule, Timing
 from .errors import SchemaError
 from .events import Event, Events, Hook
 from .jobs import JobDefinition, PreparedJob, Registry
 from .models import JobRecord
 from .retry import Retry
+from .schedules import Schedules
 from .settings import Settings, load_settings
 from .store import SCHEMA_VERSION, Store, check_schema_version
 from .urls import redact_url
@@ -39,6 +41,8 @@ class Conveyor:
         self.events = Events()
         self._stores = LazyStore(lambda: self.settings.database_url)
         self.client = Client(self._stores, clock or SystemClock(), self.events)
+        # recurring schedules: defined by @app.cron, read and acted on here (list, pause, run)
+        self.schedules = Schedules(self._stores, lambda: self.client.clock, self.handle)
 
     def __repr__(self) -> str:
         return f"<Conveyor {self.url}>"
@@ -119,6 +123,43 @@ class Conveyor:
             return definition
 
         return register(func) if func is not None else register
+
+    def cron(
+        self, expression: str | None = None, job: Any = None, /, *,
+        every: timedelta | float | None = None, timezone: str = "UTC", name: str | None = None,
+        args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, queue: str | None = None,
+        priority: int | None = None, misfire: str = "run_once",
+        misfire_grace: float | timedelta = 60.0, max_catch_up: int = 10,
+    ) -> Any:
+        """A recurring schedule: ``@app.cron("0 9 * * MON", timezone="Europe/Berlin")`` over a
+        plain function (it becomes a job) or over ``@app.job(...)``; or
+        ``app.cron(expr, existing_job, args=...)``, which returns the schedule. A 5-field cron
+        expression (a 6th, last, for seconds), an ``@hourly``-style alias, or ``every=``
+        (ticks on multiples of it since the Unix epoch). ``name`` (default: the job's) names
+        the schedule; ``misfire`` ("skip" | "run_once" | "catch_up") says what becomes of
+        ticks later than ``misfire_grace``. A malformed expression fails here, at import."""
+        timing = Timing.of(expression, every, timezone)
+        grace = misfire_grace.total_seconds() if isinstance(misfire_grace, timedelta) else misfire_grace
+
+        def schedule_of(definition: JobDefinition[Any, Any]) -> CronSchedule:
+            schedule = CronSchedule(
+                name or definition.name, timing, definition, tuple(args), dict(kwargs or {}),
+                queue, priority, misfire, float(grace), max_catch_up,
+            )
+            self.schedules.registry.add(schedule)
+            return schedule
+
+        if job is not None:
+            if not isinstance(job, JobDefinition):
+                raise TypeError("app.cron(expr, job): job must be defined with @app.job")
+            return schedule_of(job)
+
+        def register(target: Any) -> Any:
+            definition = target if isinstance(target, JobDefinition) else self.job(target)
+            schedule_of(definition)
+            return definition
+
+        return register
 
     def on(self, event: Event | str) -> Callable[[Hook], Hook]:
         """Call ``hook(job_record, error_or_None)`` after the store accepted a job's change:

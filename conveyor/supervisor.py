@@ -22,7 +22,7 @@ from . import executor
 from .clock import utcnow
 from .context import JobContext
 from .errors import ConveyorError, JobCancelled, JobTimeout, StoreError, StoreUnavailable
-from .maintenance import Duty, Maintenance, Watchdog
+from .maintenance import CronScheduler, Duty, Maintenance, Watchdog
 from .models import Held, JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
 from .queues import QueueSpec
 from .urls import redact_url
@@ -63,6 +63,7 @@ class Supervisor:
         self.id = f"s-{uuid.uuid4().hex[:12]}"
         self.children: dict[int, Child] = {}
         self.maintenance: Maintenance | None = None  # made once the store answers
+        self.cron: CronScheduler | None = None  # in every supervisor, leader or not
         self._stopping = False
         self._force = False
         self._leader = False
@@ -86,6 +87,7 @@ class Supervisor:
             return 0
         store, settings = self.app.store, self.app.settings
         self.maintenance = Maintenance(store, settings, self.app.clock)
+        self.cron = CronScheduler(store, self.app.schedules.registry, self.id)
         self._watchdog.service = Watchdog(
             store, lambda: [c.worker_id for c in self.children.values()],
             cancel_grace=settings.cancel_grace)
@@ -259,6 +261,8 @@ class Supervisor:
             self._leader = leader
         if leader and self.maintenance is not None:
             self.maintenance.run_once()
+        if self.cron is not None:
+            self.cron.run_once()
         if self._watchdog.due(time.monotonic()):
             self._stop_overdue()
 

@@ -7,7 +7,8 @@ clock) that a test drives with a frozen time:
 - ``watchdog``: running jobs past their timeout or cancellation grace, for the supervisor to stop
 
 ``Maintenance`` runs the first three on their cadences in the leader supervisor; every
-supervisor runs its own watchdog over its own children. Cron and workflow services join here.
+supervisor runs its own watchdog over its own children, and its own cron scheduler
+(``CronScheduler``: the store keeps each tick to one enqueue, so any number may run).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Protocol
 from ..clock import Clock
 from ..settings import Settings
 from ..store import Store
+from .cron import CronScheduler
 from .promote import Promote
 from .prune import Prune
 from .rescue import Rescue
 from .watchdog import Watchdog
 
-__all__ = ["Duty", "Maintenance", "Promote", "Prune", "Rescue", "Service", "Watchdog"]
+__all__ = ["CronScheduler", "Duty", "Maintenance", "Promote", "Prune", "Rescue", "Service", "Watchdog"]
 
 
 class Service(Protocol):
