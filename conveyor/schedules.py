@@ -91,7 +91,7 @@ class Schedules:
         next_run = None
         if status is ScheduleStatus.ACTIVE and timing is not None:
             base = state.last_tick_at or state.first_seen_at if state is not None else now
-            next_run = timing.next_after(max(base, now - timedelta(seconds=1)))
+            next_run = timing.next_after(max(base, now))
         return ScheduleInfo(
             name=name,
             description=code.description if code is not None else state.description,  # type: ignore[union-attr]

@@ -1,5 +1,5 @@
 """JSON-ready shapes of what conveyor shows: a job, an attempt, a log line, a queue, a worker
-process, a doctor finding and report.
+process, a doctor finding and report, a recurring schedule and its ticks.
 
 Every view is built from plain records and holds only dicts, lists, str, int, float, bool and
 None, so ``json.dumps`` takes it as it is. The CLI's ``--json`` output and its tables render
@@ -16,6 +16,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
+from .cron import ScheduleInfo, TickRecord
 from .models import AttemptRecord, JobRecord, JobState, LogRecord, ProcessRecord, QueueStats
 
 View = dict[str, Any]
@@ -132,4 +133,26 @@ def report_view(
     return {
         "status": status, "exit_code": exit_code, "store": store, "checked_at": checked_at,
         "summary": summary, "findings": [finding_view(f) for f in findings],
+    }
+
+
+# --- recurring schedules -----------------------------------------------------------------------
+def schedule_view(info: ScheduleInfo) -> View:
+    """A schedule as ``cron list`` and the dashboard show it."""
+    return {
+        "name": info.name, "schedule": info.description, "timezone": info.timezone,
+        "job": info.job_name, "state": str(info.status), "misfire": info.misfire,
+        "last_run_at": iso(info.last_run_at), "last_job_id": info.last_job_id,
+        "last_outcome": None if info.last_outcome is None else str(info.last_outcome),
+        "next_run_at": iso(info.next_run_at), "first_seen_at": iso(info.first_seen_at),
+    }
+
+
+def tick_view(tick: TickRecord) -> View:
+    """One line of a schedule's history: fired, skipped or missed, and why."""
+    return {
+        "schedule": tick.schedule, "fire_at": iso(tick.fire_at), "status": str(tick.status),
+        "manual": tick.manual, "reason": tick.reason, "job_id": tick.job_id,
+        "outcome": None if tick.outcome is None else str(tick.outcome),
+        "recorded_at": iso(tick.recorded_at),
     }

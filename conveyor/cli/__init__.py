@@ -12,11 +12,11 @@ import sys
 import click
 
 from ..errors import ConveyorError
-from . import commands, doctor, jobs
+from . import commands, cron, doctor, jobs
 from .output import one_line
 from .shell import Failure, State, cli, exit_code, load_app
 
-__all__ = ["Failure", "State", "cli", "commands", "doctor", "exit_code", "jobs", "load_app", "main"]
+__all__ = ["Failure", "State", "cli", "commands", "cron", "doctor", "exit_code", "jobs", "load_app", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
