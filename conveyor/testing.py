@@ -13,7 +13,12 @@
         signup("ada@example.com")
         assert_enqueued(send_welcome_email, args=[42])
         drain()                        # runs every ready job, following retries
-        t.advance(timedelta(days=1))   # scheduled jobs come due
+        t.advance(timedelta(days=1))   # scheduled jobs come due; cron ticks on the way fire
+        drain()                        # ...and run
+
+Cron schedules are first seen when ``isolated()`` starts; ``advance()`` and ``travel()`` stop at
+each tick on the way (so each fires on time, as under a running scheduler) and ``drain()``
+fires those due at the current time before it runs jobs.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .client import Client
 from .clock import FrozenClock
 from .events import Event
 from .jobs import JobDefinition
+from .maintenance.cron import CronScheduler
 from .models import JobFilter, JobOutcome, JobRecord, JobState
 from .store import Store, open_store
 
@@ -67,20 +73,45 @@ class TestContext:
     store: Store
     clock: FrozenClock | None
     _draining: threading.Lock = field(default_factory=threading.Lock)
+    _cron: CronScheduler | None = None
 
     def drain(self, *, max_jobs: int = 10_000) -> DrainResult:
         return drain(self.app, max_jobs=max_jobs)
 
     def advance(self, delta: timedelta | float) -> datetime:
-        """Move frozen time forward; scheduled jobs now due run on the next ``drain()``."""
-        if self.clock is None:
-            raise RuntimeError("time is not frozen in this context; use isolated(app, freeze=True)")
-        return self.clock.advance(delta)
+        """Move frozen time forward; scheduled jobs now due run on the next ``drain()``, and
+        cron ticks on the way fire each at its time (their jobs run on ``drain()``)."""
+        clock = self._frozen()
+        seconds = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+        self._move_to(clock.now() + seconds)
+        return clock.now()
 
     def travel(self, when: datetime) -> None:
+        """Set frozen time; going forward, cron ticks on the way fire as with ``advance``."""
+        self._move_to(when)
+
+    def _frozen(self) -> FrozenClock:
         if self.clock is None:
             raise RuntimeError("time is not frozen in this context; use isolated(app, freeze=True)")
-        self.clock.set(when)
+        return self.clock
+
+    def _move_to(self, target: datetime, *, steps: int = 100_000) -> None:
+        clock = self._frozen()
+        if self._cron is None and len(self.app.schedules):  # defined after the context began
+            self._cron = CronScheduler(self.store, self.app.schedules.registry, "testing")
+            self._cron.register(now=clock.now())
+        if self._cron is None or target <= clock.now():
+            clock.set(target)
+            return
+        self._cron.run_once(now=clock.now())
+        for _ in range(steps):  # stop at each tick on the way, so it fires on time
+            upcoming = _next_tick(self.app, self.store, clock.now())
+            if upcoming is None or upcoming > target:
+                break
+            clock.set(upcoming)
+            self._cron.run_once(now=upcoming)
+        clock.set(target)
+        self._cron.run_once(now=target)
 
     def enqueued(self, job: JobDefinition[Any, Any] | str | None = None) -> list[JobRecord]:
         """Jobs waiting to run (ready, scheduled, failed awaiting retry, blocked), oldest first."""
@@ -91,10 +122,11 @@ class TestContext:
 
 @contextmanager
 def isolated(
-    app: Conveyor, *, inline: bool = False, freeze: bool = True, url: str | None = None
+    app: Conveyor, *, inline: bool = False, freeze: bool = True, url: str | None = None,
+    start: datetime | None = None,
 ) -> Iterator[TestContext]:
     """Give ``app`` a fresh store for the duration (a temp SQLite file unless ``url``), with time
-    frozen (``freeze``) and, with ``inline=True``, every enqueue running the job at once (it
+    frozen (``freeze``, at ``start`` if given, an aware datetime) and, with ``inline=True``, every enqueue running the job at once (it
     subscribes to the app's ``enqueued`` event until the context ends; an enqueue inside your
     own transaction fires nothing, so call ``drain()`` after your commit)."""
     tmp = None
@@ -103,11 +135,14 @@ def isolated(
         url = f"sqlite:///{tmp}/conveyor.db"
     store = open_store(url)
     store.migrate()
-    saved_clock, clock = app.clock, FrozenClock() if freeze else None
+    saved_clock, clock = app.clock, FrozenClock(start) if freeze else None
     saved_store = app.use_store(store)
     if clock is not None:
         app.clock = clock
     ctx = TestContext(app, store, clock)
+    if len(app.schedules):  # first seen now: their ticks count from here
+        ctx._cron = CronScheduler(store, app.schedules.registry, "testing")
+        ctx._cron.register(now=app.clock.now())
 
     def run_now(job: JobRecord, error: BaseException | None) -> None:
         _drain_if_idle(ctx)
@@ -146,7 +181,21 @@ def drain(app: Conveyor | None = None, *, max_jobs: int = 10_000) -> DrainResult
     """Run every ready job — and scheduled ones due by the app's clock — synchronously, in this
     process, following retries (their backoff is skipped) until nothing is left to run."""
     target = app if app is not None else _context().app
+    if len(target.schedules):  # ticks due at this moment fire first
+        CronScheduler(target.store, target.schedules.registry, "testing").run_once(
+            now=target.clock.now())
     return _drain(target, max_jobs=max_jobs, result=DrainResult())
+
+
+def _next_tick(app: Conveyor, store: Store, now: datetime) -> datetime | None:
+    """The earliest tick after ``now`` of the app's schedules, from what the store recorded."""
+    _, states = store.cron_states(now=now)
+    found = []
+    for state in states:
+        schedule = app.schedules.get(state.name)
+        if schedule is not None:
+            found.append(schedule.timing.next_after(max(now, state.last_tick_at or state.first_seen_at)))
+    return min(found, default=None)
 
 
 def _drain(app: Conveyor, *, max_jobs: int, result: DrainResult) -> DrainResult:
