@@ -26,6 +26,7 @@ from .errors import (
     WaitTimeout,
     WorkerLost,
 )
+from .flow import Limit
 from .jobs import JobDefinition, PreparedJob
 from .models import AttemptOutcome, JobRecord, JobState
 from .retry import Retry
@@ -51,6 +52,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "JobTimeout",
+    "Limit",
     "MemoryExceeded",
     "PreparedJob",
     "Retry",

@@ -16,6 +16,7 @@ from .clock import Clock, SystemClock
 from .cron import CronSchedule, Timing
 from .errors import SchemaError
 from .events import Event, Events, Hook
+from .flow import KeySource, Limit
 from .jobs import JobDefinition, PreparedJob, Registry
 from .models import JobRecord
 from .retry import Retry
@@ -112,6 +113,9 @@ class Conveyor:
     def job(
         self, *, name: str | None = ..., queue: str = ..., priority: int = ...,
         timeout: float | timedelta | None = ..., retry: Retry | int | None = ...,
+        max_memory: int | str | None = ..., unique: bool | KeySource | None = ...,
+        unique_until: str | None = ..., unique_for: timedelta | float | None = ...,
+        on_conflict: str | None = ..., concurrency: Limit | str | None = ...,
     ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 
     def job(self, func: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import serialization
 from .errors import UnknownJob
+from .flow import KeySource, Limit, Unique, limit_of, make_key, unique_of
 from .models import NewJob
 from .queues import check_queue_name
 from .retry import DEFAULT_RETRY, Retry
@@ -32,6 +33,8 @@ class JobOptions:
     priority: int = 0
     timeout: float | None = None
     run_at: datetime | None = None
+    unique: Unique | None = None
+    concurrency: Limit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +57,19 @@ class _Enqueuer(Generic[P, R]):
 
     def options(
         self, *, queue: str | None = None, priority: int | None = None,
-        timeout: float | timedelta | None = None,
+        timeout: float | timedelta | None = None, unique: bool | KeySource | None = None,
+        unique_until: str | None = None, unique_for: timedelta | float | None = None,
+        on_conflict: str | None = None, concurrency: Limit | str | None = None,
     ) -> BoundJob[P, R]:
+        """This job with some options changed for the enqueues made through the result.
+        ``unique=False`` turns uniqueness off; the others keep the job's own when not given."""
         changes: dict[str, Any] = {}
+        if unique is not None or unique_until or unique_for is not None or on_conflict:
+            changes["unique"] = unique_of(
+                unique, unique_until, unique_for, on_conflict, self._options.unique
+            )
+        if concurrency is not None:
+            changes["concurrency"] = limit_of(concurrency)
         if queue is not None:
             changes["queue"] = _check_queue(queue)
         if priority is not None:
@@ -83,6 +96,8 @@ class _Enqueuer(Generic[P, R]):
             kwargs=serialization.encode_kwargs(kwargs), queue=o.queue, priority=o.priority,
             max_attempts=d.retry.attempts, timeout=o.timeout, run_at=run_at,
         )
+        if o.unique is not None or o.concurrency is not None:
+            _apply_flow(new, o, d, args, kwargs)
         return PreparedJob(d, new)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
@@ -112,6 +127,21 @@ class _Enqueuer(Generic[P, R]):
         return BoundJob(self._definition, replace(self._options, run_at=when)).enqueue(*args, **kwargs)
 
 
+def _apply_flow(
+    new: NewJob, o: JobOptions, d: JobDefinition[Any, Any], args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """The unique and concurrency keys of one call, as the store enforces them."""
+    if o.unique is not None:
+        new.unique_key = make_key(o.unique.key, d.name, d.signature, args, kwargs)
+        new.unique_started = o.unique.until == "started"
+        new.unique_for = o.unique.for_seconds
+        new.raise_if_held = o.unique.on_conflict == "raise"
+    if o.concurrency is not None:
+        new.concurrency_key = make_key(o.concurrency.key, d.name, d.signature, args, kwargs)
+        new.concurrency_max = o.concurrency.max
+
+
 class BoundJob(_Enqueuer[P, R]):
     def __init__(self, definition: JobDefinition[P, R], options: JobOptions) -> None:
         self._definition = definition
@@ -126,6 +156,9 @@ class JobDefinition(_Enqueuer[P, R]):
         self, client: Client, func: Callable[P, R], *, name: str | None = None,
         queue: str = "default", priority: int = 0, timeout: float | timedelta | None = None,
         retry: Retry | int | None = None, max_memory: int | str | None = None,
+        unique: bool | KeySource | None = None, unique_until: str | None = None,
+        unique_for: timedelta | float | None = None, on_conflict: str | None = None,
+        concurrency: Limit | str | None = None,
     ) -> None:
         if isinstance(retry, int):
             retry = Retry(attempts=retry)
@@ -142,6 +175,8 @@ class JobDefinition(_Enqueuer[P, R]):
         self._options = JobOptions(
             queue=_check_queue(queue), priority=check_priority(priority),
             timeout=None if timeout is None else _seconds(timeout),
+            unique=unique_of(unique, unique_until, unique_for, on_conflict),
+            concurrency=limit_of(concurrency),
         )
         self.__wrapped__ = func
         self.__doc__ = func.__doc__

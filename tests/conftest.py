@@ -24,7 +24,8 @@ PG_ADMIN_URL = os.environ.get(
 )
 TABLES = (
     "conveyor_jobs, conveyor_attempts, conveyor_logs, conveyor_queues, conveyor_processes,"
-    " conveyor_leaders, conveyor_job_dependencies, conveyor_cron_schedules, conveyor_cron_ticks"
+    " conveyor_leaders, conveyor_job_dependencies, conveyor_cron_schedules, conveyor_cron_ticks,"
+    " conveyor_unique_locks"
 )
 BACKENDS = ["sqlite", "postgres"]
 
