@@ -90,6 +90,13 @@ def send_reminder(user_id: int) -> str:
     return f"reminder sent to user {user_id}"
 
 
+@app.cron(every=timedelta(seconds=5), name="demo-tick")
+@app.job(queue=QUEUE)
+def tick() -> str:
+    """A recurring job: the worker's scheduler enqueues it every 5 seconds (conveyor cron list)."""
+    return f"tick at {datetime.now(UTC):%H:%M:%S}"
+
+
 def examples(now: datetime) -> list[PreparedJob]:
     """The jobs the demo enqueues, arguments checked and encoded by their definitions."""
 
@@ -131,6 +138,7 @@ def run(url: str | None, *, duration: float, keep_running: bool) -> int:
             watch.summary()
             click.echo(f"\nInspect any job:  {inspect} jobs show {watch.dead_id() or handles[0].id}")
             click.echo(f"Queues, workers:  {inspect} status")
+            click.echo(f"Recurring jobs:   {inspect} cron history demo-tick")
         if code == 0 and keep_running:
             click.echo(f"\nThe worker keeps running. Enqueue more:  {inspect} enqueue"
                        f" conveyor.demo:add 1 2   (Ctrl-C stops)")
