@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 
-from conveyor import Conveyor, Retry, current_job
+from conveyor import Conveyor, Limit, Retry, current_job
 
 app = Conveyor(poll_interval=0.2)
 
@@ -179,3 +179,20 @@ def leaky(megabytes: int) -> int:
         block[i] = 1
     _kept.append(block)
     return os.getpid()
+
+
+def _hold(key: int, seconds: float) -> int:
+    record("keyed-start", key, repr(time.time()))
+    time.sleep(seconds)
+    record("keyed-end", key, repr(time.time()))
+    return key
+
+
+@app.job(concurrency=Limit(key=lambda key, seconds: f"k:{key}", max=1))
+def one_per_key(key: int, seconds: float) -> int:
+    return _hold(key, seconds)
+
+
+@app.job(concurrency=Limit(key=lambda key, seconds: f"k2:{key}", max=2))
+def two_per_key(key: int, seconds: float) -> int:
+    return _hold(key, seconds)

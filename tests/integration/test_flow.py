@@ -1,0 +1,96 @@
+"""Concurrency limits with real worker supervisors on both stores: jobs of one key never run
+beside each other beyond the key's max, the run stays close to the ideal time, and a holder
+killed with its worker gives its slot on once it is rescued."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import defaultdict
+
+from conftest import Env, wait_until
+from test_worker import _children
+
+from conveyor import JobState
+
+JOBS, KEYS, SECONDS = 300, 10, 0.2
+
+
+def intervals(env: Env) -> dict[str, list[tuple[float, float]]]:
+    """Per key, every run's (start, end) from the jobs' own records."""
+    starts, ends, keys = {}, {}, {}
+    for job_id, what, key, at in (line for line in env.lines() if line[1].startswith("keyed")):
+        (starts if what == "keyed-start" else ends)[job_id] = float(at)
+        keys[job_id] = key
+    runs: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for job_id, start in starts.items():
+        runs[keys[job_id]].append((start, ends.get(job_id, float("inf"))))
+    return runs
+
+
+def most_at_once(runs: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in runs] + [(e, -1) for _, e in runs])
+    now = peak = 0
+    for _, step in events:  # an end at the same instant as a start is counted first
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def run_all(env: Env, job, per_key_max: int) -> tuple[dict[str, list[tuple[float, float]]], float]:  # type: ignore[no-untyped-def]
+    handles = job.client.enqueue_many([job.prepare(i % KEYS, SECONDS) for i in range(JOBS)])
+    assert {h.status() for h in handles[:KEYS * per_key_max]} == {JobState.READY}
+    assert {h.status() for h in handles[KEYS * per_key_max:]} == {JobState.BLOCKED}
+    workers = [env.worker("--concurrency", "8") for _ in range(3)]
+    wait_until(lambda: all(h.status() is JobState.SUCCEEDED for h in handles[-KEYS:]), 120,
+               "every job done")
+    assert all(h.status() is JobState.SUCCEEDED for h in handles)
+    runs = intervals(env)
+    first = min(s for r in runs.values() for s, _ in r)
+    last = max(e for r in runs.values() for _, e in r)
+    for w in workers:
+        env.stop(w)
+    return runs, last - first
+
+
+def test_one_per_key_never_overlaps_and_runs_near_the_ideal_time(env: Env, app) -> None:
+    runs, took = run_all(env, app.one_per_key, 1)
+    assert sum(len(r) for r in runs.values()) == JOBS
+    assert {key: most_at_once(r) for key, r in runs.items()} == {str(k): 1 for k in range(KEYS)}
+    ideal = JOBS / KEYS * SECONDS
+    print(f"\nmax=1: {JOBS} jobs over {KEYS} keys in {took:.2f}s; ideal {ideal:.2f}s"
+          f" ({took / ideal:.2f}x)")
+    assert took <= 1.5 * ideal
+
+
+def test_two_per_key_runs_at_most_two_at_once(env: Env, app) -> None:
+    runs, took = run_all(env, app.two_per_key, 2)
+    peaks = {key: most_at_once(r) for key, r in runs.items()}
+    ideal = JOBS / KEYS / 2 * SECONDS
+    print(f"\nmax=2: peaks {sorted(set(peaks.values()))}, {took:.2f}s; ideal {ideal:.2f}s")
+    assert set(peaks.values()) == {2}
+    assert took <= 1.5 * ideal
+
+
+def test_a_killed_holder_gives_its_slot_on_once_rescued(env: Env, app) -> None:
+    holder = app.one_per_key.enqueue(0, 3)
+    waiting = [app.one_per_key.enqueue(0, 0.01) for _ in range(3)]
+    doomed = env.worker("--concurrency", "2", settings={"rescue_after": "3"})
+    wait_until(lambda: holder.status() is JobState.RUNNING, 30, "holder running")
+    assert {h.status() for h in waiting} == {JobState.BLOCKED}
+    survivor = env.worker("--concurrency", "2", settings={"rescue_after": "3"})
+    os.kill(wait_until(lambda: _children(doomed.pid), 10, "child")[0], signal.SIGKILL)
+    killed = time.monotonic()
+    # rescued, the holder is ready again and keeps its slot: it runs again first, then the others
+    for h in waiting:
+        assert h.wait(timeout=90) is JobState.SUCCEEDED
+    print(f"\nwaiters done {time.monotonic() - killed:.1f}s after the holder's worker was killed")
+    done = holder.record()
+    assert done.state is JobState.SUCCEEDED and done.attempt == 1
+    assert [a.outcome for a in holder.attempts()] == ["worker_lost", "succeeded"]
+    assert done.finished_at is not None
+    waiter_starts = [s for s, _ in intervals(env)["0"]][1:]
+    assert min(waiter_starts) >= done.finished_at.timestamp()
+    env.stop(survivor)
+    env.stop(doomed)
