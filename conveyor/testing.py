@@ -126,9 +126,10 @@ def isolated(
     start: datetime | None = None,
 ) -> Iterator[TestContext]:
     """Give ``app`` a fresh store for the duration (a temp SQLite file unless ``url``), with time
-    frozen (``freeze``, at ``start`` if given, an aware datetime) and, with ``inline=True``, every enqueue running the job at once (it
-    subscribes to the app's ``enqueued`` event until the context ends; an enqueue inside your
-    own transaction fires nothing, so call ``drain()`` after your commit)."""
+    frozen (``freeze``, at ``start`` if given, an aware datetime) and, with ``inline=True``,
+    every enqueue running the job at once (it subscribes to the app's ``enqueued`` event until
+    the context ends; an enqueue inside your own transaction fires nothing, so call
+    ``drain()`` after your commit)."""
     tmp = None
     if url is None:
         tmp = tempfile.mkdtemp(prefix="conveyor-test-")

@@ -14,7 +14,7 @@ from conveyor import Conveyor
 from conveyor.cron import ScheduleDef, ScheduleStatus, TickStatus, UnknownSchedule
 from conveyor.errors import InvalidState
 from conveyor.models import NewJob
-from conveyor.testing import TestContext, drain, isolated
+from conveyor.testing import drain, isolated
 
 runs: list[str] = []
 

@@ -8,6 +8,7 @@ CRON_KILL_TEST_SECONDS=120 CRON_KILL_EVERY=20.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -71,7 +72,7 @@ def jobs_of(url: str, args: str) -> list[JobRecord]:
 def contiguous(recorded: list[TickRecord]) -> list[str]:
     """Every second between the first and the last tick is recorded once: the gaps found."""
     gaps = []
-    for a, b in zip(recorded, recorded[1:], strict=False):
+    for a, b in itertools.pairwise(recorded):
         if b.fire_at - a.fire_at != timedelta(seconds=1):
             gaps.append(f"{a.fire_at.isoformat()} -> {b.fire_at.isoformat()}")
     return gaps
