@@ -27,6 +27,7 @@ from .models import (
     JobFilter,
     JobRecord,
     JobState,
+    LimitUsage,
     LogRecord,
     NewJob,
     ProcessRecord,
@@ -195,6 +196,10 @@ class Client:
     def queues(self) -> builtins.list[QueueStats]:
         """Every queue with jobs or a pause record: counts by state and the oldest ready job."""
         return self.store().queue_stats()
+
+    def limits(self) -> builtins.list[LimitUsage]:
+        """Concurrency keys in use: jobs holding a slot, jobs blocked, the key's max."""
+        return self.store().limit_usage()
 
     def workers(self) -> builtins.list[ProcessRecord]:
         """Registered supervisor and worker processes."""

@@ -206,6 +206,17 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """A concurrency key in use: jobs holding a slot (ready or running), jobs blocked waiting
+    for one, and the key's max (its jobs' largest)."""
+
+    key: str
+    admitted: int
+    blocked: int
+    max: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobFilter:
     states: tuple[JobState, ...] = ()
     queue: str | None = None

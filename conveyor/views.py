@@ -17,7 +17,15 @@ from enum import Enum
 from typing import Any, Protocol
 
 from .cron import ScheduleInfo, TickRecord
-from .models import AttemptRecord, JobRecord, JobState, LogRecord, ProcessRecord, QueueStats
+from .models import (
+    AttemptRecord,
+    JobRecord,
+    JobState,
+    LimitUsage,
+    LogRecord,
+    ProcessRecord,
+    QueueStats,
+)
 
 View = dict[str, Any]
 # the counts a queue view carries, in the order tables show them
@@ -99,6 +107,20 @@ def job_detail_view(
         "attempts": [attempt_view(a) for a in attempts],
         "logs": [log_view(entry) for entry in logs],
     }
+
+
+def waiting_for(job: JobRecord, usage: Sequence[LimitUsage]) -> str | None:
+    """Why a waiting job is not running yet, when flow control holds it: ``limit acct:42 (1/1)``
+    (the key, the jobs holding its slots, its max)."""
+    if job.state is not JobState.BLOCKED or job.concurrency_key is None:
+        return None
+    used = next((u for u in usage if u.key == job.concurrency_key), None)
+    held = 0 if used is None else used.admitted
+    return f"limit {job.concurrency_key} ({held}/{job.concurrency_max or 1})"
+
+
+def limit_view(u: LimitUsage) -> View:
+    return {"key": u.key, "running_or_ready": u.admitted, "blocked": u.blocked, "max": u.max}
 
 
 def queue_view(stats: QueueStats, now: datetime) -> View:

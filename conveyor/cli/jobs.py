@@ -11,7 +11,7 @@ import click
 from ..app import Conveyor
 from ..models import JobState
 from ..queues import check_queue_name
-from ..views import job_detail_view, job_view, queue_view
+from ..views import job_detail_view, job_view, queue_view, waiting_for
 from . import output as out
 from .shell import Failure, check_option, cli, command, json_option, now, state, subgroup
 
@@ -67,6 +67,7 @@ def jobs_show(job_id: int, as_json: bool) -> None:
     client = state().app().client
     job = client.get(job_id)
     detail = job_detail_view(job, client.attempts(job_id), client.logs(job_id))
+    detail["waiting_for"] = waiting_for(job, client.limits() if job.concurrency_key else [])
     if as_json:
         out.print_json(detail)
     else:

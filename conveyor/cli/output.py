@@ -170,6 +170,7 @@ def render_job(detail: dict[str, Any], job: JobRecord, now: datetime, out: Conso
         rows.append(("progress", " ".join(x for x in (pct, job.progress_message or "") if x)))
     if job.cancel_requested:
         rows.append(("cancel", "requested"))
+    rows += _flow_rows(job, detail.get("waiting_for"))
     if job.result is not None:
         rows.append(("result", job.result))
     if job.error:
@@ -182,6 +183,32 @@ def render_job(detail: dict[str, Any], job: JobRecord, now: datetime, out: Conso
         out.print(Text("\nlogs", style="bold"))
         for entry in detail["logs"]:
             out.print(Text(f"  [attempt {entry['attempt']}] {entry['at']}  {entry['message']}"))
+
+
+def _flow_rows(job: JobRecord, reason: str | None) -> list[tuple[str, str]]:
+    rows = []
+    if job.unique_key:
+        rows.append(("unique key", job.unique_key))
+    if job.concurrency_key:
+        rows.append(("limit", f"{job.concurrency_key} (max {job.concurrency_max or 1})"))
+    if reason:
+        rows.append(("waiting for", reason))
+    return rows
+
+
+def render_limits(rows: Sequence[dict[str, Any]], out: Console) -> None:
+    """Concurrency keys with jobs blocked behind them (a key whose jobs all run is not news)."""
+    from rich.table import Table
+
+    waiting = [r for r in rows if r["blocked"]]
+    if not waiting:
+        return
+    table = Table(title="Blocked by concurrency limits", title_justify="left")
+    for name in ("key", "holding", "blocked"):
+        table.add_column(name, justify="left" if name == "key" else "right")
+    for r in waiting:
+        table.add_row(r["key"], f"{r['running_or_ready']}/{r['max']}", str(r["blocked"]))
+    out.print(table)
 
 
 def _render_attempts(attempts: Sequence[dict[str, Any]], out: Console) -> None:

@@ -23,6 +23,7 @@ from ..models import (
     JobOutcome,
     JobRecord,
     JobState,
+    LimitUsage,
     LogRecord,
     NewJob,
     ProcessRecord,
@@ -122,8 +123,8 @@ class Store(Protocol):
 
     def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]: ...
 
-    def limit_usage(self) -> dict[str, int]:
-        """Per concurrency key, how many of its jobs hold a slot (admitted: ready or running)."""
+    def limit_usage(self) -> list[LimitUsage]:
+        """Every concurrency key with jobs holding a slot (ready or running) or blocked."""
 
     # --- time-driven duties -----------------------------------------------------------
     def jobs_promote(

@@ -23,6 +23,7 @@ from ..models import (
     JobFilter,
     JobRecord,
     JobState,
+    LimitUsage,
     NewJob,
     ProcessRecord,
     QueueStats,
@@ -215,6 +216,15 @@ def job_from_row(row: Sequence[Any], to_dt: Any) -> JobRecord:
         progress_message=row[20], cancel_requested=bool(row[21]), lost_count=row[22],
         unique_key=row[23], concurrency_key=row[24], concurrency_max=row[25],
     )
+
+
+def limit_usage(rows: Iterable[Sequence[Any]]) -> list[LimitUsage]:
+    """LimitUsage per key, by key, from USAGE rows (admitted and blocked counted apart)."""
+    found: dict[str, list[int]] = {}
+    for key, admitted, blocked, most in rows:
+        got = found.setdefault(key, [0, 0, 1])
+        got[0], got[1], got[2] = got[0] + int(admitted), got[1] + int(blocked), max(got[2], int(most or 1))
+    return [LimitUsage(k, *found[k]) for k in sorted(found)]
 
 
 def claimed(rows: Iterable[Sequence[Any]], to_dt: Any) -> list[JobRecord]:

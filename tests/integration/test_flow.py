@@ -4,8 +4,11 @@ killed with its worker gives its slot on once it is rescued."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -94,3 +97,25 @@ def test_a_killed_holder_gives_its_slot_on_once_rescued(env: Env, app) -> None:
     assert min(waiter_starts) >= done.finished_at.timestamp()
     env.stop(survivor)
     env.stop(doomed)
+
+
+def cli(env: Env, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "conveyor", "-A", "jobsapp:app", *args],
+                          env=env.vars, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_the_cli_shows_why_a_job_is_blocked(env: Env, app) -> None:
+    app.one_per_key.enqueue(42, 0.01)
+    blocked = app.one_per_key.enqueue(42, 0.01)
+    shown = cli(env, "jobs", "show", str(blocked.id))
+    assert "limit k:42 (1/1)" in shown and "blocked" in shown
+    assert json.loads(cli(env, "jobs", "show", str(blocked.id), "--json"))["waiting_for"] == (
+        "limit k:42 (1/1)")
+    listed = json.loads(cli(env, "jobs", "list", "--state", "blocked", "--json"))
+    assert [j["id"] for j in listed] == [blocked.id]
+    status = json.loads(cli(env, "status", "--json"))
+    assert status["limits"] == [{"key": "k:42", "running_or_ready": 1, "blocked": 1, "max": 1}]
+    assert [q["blocked"] for q in status["queues"]] == [1]
+    assert "k:42" in cli(env, "status")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor.errors import DuplicateJob
-from conveyor.models import AttemptOutcome, Held, JobState, NewJob
+from conveyor.models import AttemptOutcome, Held, JobState, LimitUsage, NewJob
 from conveyor.store import Store
 
 from .test_contract import T0, at, claim_one, get, outcome
@@ -71,7 +71,7 @@ def test_jobs_over_the_limit_wait_blocked_and_are_admitted_by_priority_then_age(
     ids = [i for i, _ in add(store, limited())]
     ids += [i for i, _ in add(store, limited(), limited(priority=5), limited())]
     assert states(store, ids) == [JobState.READY] + [JobState.BLOCKED] * 3
-    assert store.limit_usage() == {"k": 1}
+    assert store.limit_usage() == [LimitUsage("k", admitted=1, blocked=3, max=1)]
     job = claim_one(store)
     assert job.id == ids[0] and claim_one_or_none(store) is None
     store.job_finish_many([outcome(job, JobState.SUCCEEDED, AttemptOutcome.SUCCEEDED)], now=at(1))

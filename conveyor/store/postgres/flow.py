@@ -48,9 +48,12 @@ BLOCKED_KEYS = (
     "SELECT DISTINCT concurrency_key FROM conveyor_jobs WHERE state = 'blocked'"
     " AND concurrency_key IS NOT NULL ORDER BY 1"
 )
-USAGE = (
-    "SELECT concurrency_key, count(*) FROM conveyor_jobs WHERE concurrency_key IS NOT NULL"
-    " AND state IN ('ready', 'running') GROUP BY concurrency_key"
+USAGE = (  # through each state's partial index
+    "SELECT concurrency_key, count(*), 0, max(concurrency_max) FROM conveyor_jobs"
+    " WHERE concurrency_key IS NOT NULL AND state IN ('ready', 'running')"
+    " GROUP BY concurrency_key UNION ALL"
+    " SELECT concurrency_key, 0, count(*), max(concurrency_max) FROM conveyor_jobs"
+    " WHERE state = 'blocked' AND concurrency_key IS NOT NULL GROUP BY concurrency_key"
 )
 
 # unique_for: an expired lock is dropped, then each key is taken by the first job offering it;

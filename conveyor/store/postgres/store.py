@@ -28,6 +28,7 @@ from ...models import (
     JobOutcome,
     JobRecord,
     JobState,
+    LimitUsage,
     LogRecord,
     NewJob,
     ProcessRecord,
@@ -260,8 +261,8 @@ class PostgresStore(PostgresCron):
         statement = sql.ids_by_state(shared.quiet([state]), queue is not None)
         return [r[0] for r in self._rows(statement, {"state": str(state), "queue": queue})]
 
-    def limit_usage(self) -> dict[str, int]:
-        return {k: int(n) for k, n in self._rows(flow.USAGE)}
+    def limit_usage(self) -> list[LimitUsage]:
+        return shared.limit_usage(self._rows(flow.USAGE))
 
     # --- time-driven duties ---------------------------------------------------------------------
     def jobs_promote(

@@ -22,9 +22,12 @@ BLOCKED_KEYS = (
     "SELECT DISTINCT concurrency_key FROM conveyor_jobs WHERE state = 'blocked'"
     " AND concurrency_key IS NOT NULL"
 )
-USAGE = (
-    "SELECT concurrency_key, COUNT(*) FROM conveyor_jobs WHERE concurrency_key IS NOT NULL"
-    " AND (state = 'ready' OR state = 'running') GROUP BY concurrency_key"
+USAGE = (  # through each state's partial index
+    "SELECT concurrency_key, COUNT(*), 0, MAX(concurrency_max) FROM conveyor_jobs"
+    " WHERE concurrency_key IS NOT NULL AND (state = 'ready' OR state = 'running')"
+    " GROUP BY concurrency_key UNION ALL"
+    " SELECT concurrency_key, 0, COUNT(*), MAX(concurrency_max) FROM conveyor_jobs"
+    " WHERE state = 'blocked' AND concurrency_key IS NOT NULL GROUP BY concurrency_key"
 )
 LOCK_EXPIRE = "DELETE FROM conveyor_unique_locks WHERE key = ? AND until <= ?"
 LOCK_HOLDER = "SELECT job_id FROM conveyor_unique_locks WHERE key = ?"

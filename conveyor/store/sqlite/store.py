@@ -24,6 +24,7 @@ from ...models import (
     JobOutcome,
     JobRecord,
     JobState,
+    LimitUsage,
     LogRecord,
     NewJob,
     ProcessRecord,
@@ -258,8 +259,8 @@ class SQLiteStore(SQLiteCron):
         params: list[Any] = [str(state)] + ([] if queue is None else [queue])
         return [r[0] for r in self._read(sql.ids_by_state(state, queue is not None), params)]
 
-    def limit_usage(self) -> dict[str, int]:
-        return dict(self._read(USAGE))
+    def limit_usage(self) -> list[LimitUsage]:
+        return shared.limit_usage(self._read(USAGE))
 
     # --- time-driven duties ---------------------------------------------------------------------
     def jobs_promote(
