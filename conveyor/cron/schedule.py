@@ -179,11 +179,13 @@ class TickRecord:
 
 
 # --- deciding --------------------------------------------------------------------------------
-def plan(schedule: CronSchedule, state: ScheduleState, now: datetime) -> list[TickPlan]:
+def plan(
+    schedule: CronSchedule, state: ScheduleState, now: datetime, *, limit: int = DUE_LIMIT
+) -> list[TickPlan]:
     """What becomes of each tick due since the last one recorded (or since the schedule was
-    first seen), at ``now``. Empty when nothing is due."""
+    first seen), at ``now``, at most ``limit`` of them. Empty when nothing is due."""
     base = state.last_tick_at or state.first_seen_at
-    due = schedule.timing.ticks(base, now, DUE_LIMIT)
+    due = schedule.timing.ticks(base, now, limit)
     if not due:
         return []
     if state.paused:
@@ -195,6 +197,11 @@ def plan(schedule: CronSchedule, state: ScheduleState, now: datetime) -> list[Ti
         due = [t for t in due if t > state.resumed_at]
     late = [t for t in due if now - t > grace]
     on_time = [t for t in due if now - t <= grace]
+    if len(due) == limit and schedule.timing.next_after(due[-1]) <= now:
+        # a backlog longer than one pass: the runs the policy allows belong to its latest
+        # ticks, in a later pass, so none of these runs
+        why = f"misfire={schedule.misfire}: missed, the runs go to later ticks"
+        return out + [TickPlan(t, TickStatus.MISSED, why) for t in late]
     out += _misfire(schedule, late, now)
     out += [TickPlan(t, TickStatus.FIRED) for t in on_time]
     return out

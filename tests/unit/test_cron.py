@@ -159,3 +159,14 @@ def test_paused_ticks_are_skipped_and_resuming_skips_those_before_it() -> None:
     assert [t.status for t in paused] == [TickStatus.SKIPPED] * 3
     resumed = state(resumed_at=T0 + timedelta(seconds=2))
     assert statuses(plan(s, resumed, T0 + timedelta(seconds=4))) == list("ssff")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("policy", "runs"), [("skip", 0), ("run_once", 1), ("catch_up", 3)])
+def test_a_backlog_longer_than_one_pass_runs_as_the_policy_says_once(policy: str, runs: int) -> None:
+    s = schedule(misfire=policy, misfire_grace=2, max_catch_up=3)
+    now, current, fired, recorded = T0 + timedelta(seconds=25), state(), 0, 0
+    while ticks := plan(s, current, now, limit=10):  # type: ignore[arg-type]
+        fired += sum(t.status is TickStatus.FIRED and t.reason is not None for t in ticks)
+        recorded += len(ticks)
+        current = state(last_tick_at=ticks[-1].fire_at)
+    assert recorded == 25 and fired == runs  # late runs; the last 3 ticks are on time
