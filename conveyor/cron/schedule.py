@@ -197,20 +197,30 @@ def plan(
         due = [t for t in due if t > state.resumed_at]
     late = [t for t in due if now - t > grace]
     on_time = [t for t in due if now - t <= grace]
-    if len(due) == limit and schedule.timing.next_after(due[-1]) <= now:
-        # a backlog longer than one pass: the runs the policy allows belong to its latest
-        # ticks, in a later pass, so none of these runs
-        why = f"misfire={schedule.misfire}: missed, the runs go to later ticks"
-        return out + [TickPlan(t, TickStatus.MISSED, why) for t in late]
-    out += _misfire(schedule, late, now)
+    later = 0  # a backlog longer than one pass: late ticks after these, for a later pass
+    if len(due) == limit:
+        until = now - grace - timedelta(microseconds=1)  # late: more than the grace ago
+        later = len(schedule.timing.ticks(due[-1], until, schedule.max_catch_up))
+    out += _misfire(schedule, late, now, later)
     out += [TickPlan(t, TickStatus.FIRED) for t in on_time]
     return out
 
 
-def _misfire(schedule: CronSchedule, late: Sequence[datetime], now: datetime) -> list[TickPlan]:
+def _misfire(
+    schedule: CronSchedule, late: Sequence[datetime], now: datetime, later: int = 0
+) -> list[TickPlan]:
+    """``later``: late ticks that come after these (decided in a later pass); the runs the
+    policy allows go to the latest late ticks of all."""
     if not late:
         return []
     n = len(late)
+    if later and schedule.misfire != "skip":
+        keep = 0 if schedule.misfire == "run_once" else max(0, schedule.max_catch_up - later)
+        why = f"misfire={schedule.misfire}: covered by the run of a later missed tick"
+        if keep == 0:
+            return [TickPlan(t, TickStatus.MISSED, why) for t in late]
+        return [TickPlan(t, TickStatus.MISSED, why) for t in late[:-keep]] + [
+            TickPlan(t, TickStatus.FIRED, "misfire=catch_up: late run") for t in late[-keep:]]
     how_late = f"{(now - late[-1]).total_seconds():.0f}s late, past misfire_grace"
     if schedule.misfire == "skip":
         return [TickPlan(t, TickStatus.MISSED, "misfire=skip") for t in late]
