@@ -26,7 +26,7 @@ from .errors import (
     WaitTimeout,
     WorkerLost,
 )
-from .flow import Limit
+from .flow import Limit, RateLimit
 from .jobs import JobDefinition, PreparedJob
 from .models import AttemptOutcome, JobRecord, JobState
 from .retry import Retry
@@ -55,6 +55,7 @@ __all__ = [
     "Limit",
     "MemoryExceeded",
     "PreparedJob",
+    "RateLimit",
     "Retry",
     "SchemaError",
     "StoreError",

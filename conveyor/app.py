@@ -16,7 +16,7 @@ from .clock import Clock, SystemClock
 from .cron import CronSchedule, Timing
 from .errors import SchemaError
 from .events import Event, Events, Hook
-from .flow import KeySource, Limit
+from .flow import KeySource, Limit, RateLimit
 from .jobs import JobDefinition, PreparedJob, Registry
 from .models import JobRecord
 from .retry import Retry
@@ -116,6 +116,7 @@ class Conveyor:
         max_memory: int | str | None = ..., unique: bool | KeySource | None = ...,
         unique_until: str | None = ..., unique_for: timedelta | float | None = ...,
         on_conflict: str | None = ..., concurrency: Limit | str | None = ...,
+        rate_limit: RateLimit | str | None = ...,
     ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 
     def job(self, func: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]

@@ -111,3 +111,46 @@ def _check_source(source: Any, what: str) -> None:
 
 def _seconds(value: timedelta | float) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most N starts in any window of the period, e.g. ``RateLimit("10/s")``; ``key`` (a
+    string, or a function of the job's arguments) shares the rate between jobs, per key. No key:
+    the job's name."""
+
+    rate: str
+    key: KeySource | None = None
+
+    def __post_init__(self) -> None:
+        parse_rate(self.rate)
+        if self.key is not None:
+            _check_source(self.key, "RateLimit key")
+
+    @property
+    def count(self) -> int:
+        return parse_rate(self.rate)[0]
+
+    @property
+    def period(self) -> float:
+        return parse_rate(self.rate)[1]
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"100/m"`` -> (100, 60.0): a whole number of starts per second, minute or hour."""
+    count, sep, unit = str(text).strip().partition("/")
+    if not sep or unit.strip() not in PERIODS or not count.strip().isdigit() or int(count) < 1:
+        raise ValueError(f"a rate is starts per period, like '20/s', '100/m' or '500/h'; not {text!r}")
+    return int(count), PERIODS[unit.strip()]
+
+
+def rate_of(value: RateLimit | str | None) -> RateLimit | None:
+    """``rate_limit=`` as given: a RateLimit, a rate string (per job name), or None."""
+    if value is None or isinstance(value, RateLimit):
+        return value
+    if isinstance(value, str):
+        return RateLimit(value)
+    raise TypeError(f"rate_limit must be a RateLimit or a rate like '20/s', not {value!r}")

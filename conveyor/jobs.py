@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import serialization
 from .errors import UnknownJob
-from .flow import KeySource, Limit, Unique, limit_of, make_key, unique_of
+from .flow import KeySource, Limit, RateLimit, Unique, limit_of, make_key, rate_of, unique_of
 from .models import NewJob
 from .queues import check_queue_name
 from .retry import DEFAULT_RETRY, Retry
@@ -35,6 +35,7 @@ class JobOptions:
     run_at: datetime | None = None
     unique: Unique | None = None
     concurrency: Limit | None = None
+    rate: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class _Enqueuer(Generic[P, R]):
         timeout: float | timedelta | None = None, unique: bool | KeySource | None = None,
         unique_until: str | None = None, unique_for: timedelta | float | None = None,
         on_conflict: str | None = None, concurrency: Limit | str | None = None,
+        rate_limit: RateLimit | str | None = None,
     ) -> BoundJob[P, R]:
         """This job with some options changed for the enqueues made through the result.
         ``unique=False`` turns uniqueness off; the others keep the job's own when not given."""
@@ -70,6 +72,8 @@ class _Enqueuer(Generic[P, R]):
             )
         if concurrency is not None:
             changes["concurrency"] = limit_of(concurrency)
+        if rate_limit is not None:
+            changes["rate"] = rate_of(rate_limit)
         if queue is not None:
             changes["queue"] = _check_queue(queue)
         if priority is not None:
@@ -96,7 +100,7 @@ class _Enqueuer(Generic[P, R]):
             kwargs=serialization.encode_kwargs(kwargs), queue=o.queue, priority=o.priority,
             max_attempts=d.retry.attempts, timeout=o.timeout, run_at=run_at,
         )
-        if o.unique is not None or o.concurrency is not None:
+        if o.unique is not None or o.concurrency is not None or o.rate is not None:
             _apply_flow(new, o, d, args, kwargs)
         return PreparedJob(d, new)
 
@@ -140,6 +144,10 @@ def _apply_flow(
     if o.concurrency is not None:
         new.concurrency_key = make_key(o.concurrency.key, d.name, d.signature, args, kwargs)
         new.concurrency_max = o.concurrency.max
+    if o.rate is not None:
+        source = o.rate.key if o.rate.key is not None else d.name
+        new.rate_key = make_key(source, d.name, d.signature, args, kwargs)
+        new.rate_count, new.rate_period = o.rate.count, o.rate.period
 
 
 class BoundJob(_Enqueuer[P, R]):
@@ -158,7 +166,7 @@ class JobDefinition(_Enqueuer[P, R]):
         retry: Retry | int | None = None, max_memory: int | str | None = None,
         unique: bool | KeySource | None = None, unique_until: str | None = None,
         unique_for: timedelta | float | None = None, on_conflict: str | None = None,
-        concurrency: Limit | str | None = None,
+        concurrency: Limit | str | None = None, rate_limit: RateLimit | str | None = None,
     ) -> None:
         if isinstance(retry, int):
             retry = Retry(attempts=retry)
@@ -176,7 +184,7 @@ class JobDefinition(_Enqueuer[P, R]):
             queue=_check_queue(queue), priority=check_priority(priority),
             timeout=None if timeout is None else _seconds(timeout),
             unique=unique_of(unique, unique_until, unique_for, on_conflict),
-            concurrency=limit_of(concurrency),
+            concurrency=limit_of(concurrency), rate=rate_of(rate_limit),
         )
         self.__wrapped__ = func
         self.__doc__ = func.__doc__

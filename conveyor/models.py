@@ -80,6 +80,9 @@ class NewJob:
     unique_started: bool = False  # the unique key is given up when the job first starts
     unique_for: float | None = None  # seconds the key also blocks after enqueue, whatever the state
     raise_if_held: bool = False  # a held unique key raises DuplicateJob (the batch is not written)
+    rate_key: str | None = None  # at most rate_count starts of this key in any rate_period seconds
+    rate_count: int | None = None
+    rate_period: float | None = None
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
@@ -118,6 +121,9 @@ class JobRecord:
     unique_key: str | None = None
     concurrency_key: str | None = None
     concurrency_max: int | None = None
+    rate_key: str | None = None
+    rate_count: int | None = None
+    rate_period: float | None = None
 
 
 @dataclass(slots=True)

@@ -111,7 +111,11 @@ def job_detail_view(
 
 def waiting_for(job: JobRecord, usage: Sequence[LimitUsage]) -> str | None:
     """Why a waiting job is not running yet, when flow control holds it: ``limit acct:42 (1/1)``
-    (the key, the jobs holding its slots, its max)."""
+    (the key, the jobs holding its slots, its max), or ``rate api (20 per 1s), earliest start
+    ...`` for a job put back until its rate's window has room."""
+    if job.rate_key is not None and job.state is JobState.SCHEDULED:
+        return (f"rate {job.rate_key} ({job.rate_count} per {job.rate_period or 1:g}s),"
+                f" earliest start {iso(job.run_at)}")
     if job.state is not JobState.BLOCKED or job.concurrency_key is None:
         return None
     used = next((u for u in usage if u.key == job.concurrency_key), None)

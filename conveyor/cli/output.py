@@ -191,6 +191,8 @@ def _flow_rows(job: JobRecord, reason: str | None) -> list[tuple[str, str]]:
         rows.append(("unique key", job.unique_key))
     if job.concurrency_key:
         rows.append(("limit", f"{job.concurrency_key} (max {job.concurrency_max or 1})"))
+    if job.rate_key:
+        rows.append(("rate", f"{job.rate_key} ({job.rate_count} per {job.rate_period or 1:g}s)"))
     if reason:
         rows.append(("waiting for", reason))
     return rows

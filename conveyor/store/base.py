@@ -30,7 +30,7 @@ from ..models import (
     QueueStats,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,12 @@ JOB_COLUMNS = (
     "id, name, queue, priority, state, args, kwargs, attempt, max_attempts, timeout, run_at,"
     " created_at, started_at, finished_at, heartbeat_at, worker_id, lease, result, error,"
     " progress, progress_message, cancel_requested, lost_count, unique_key, concurrency_key,"
-    " concurrency_max"
+    " concurrency_max, rate_key, rate_count, rate_period"
 )
 INSERT_COLUMNS = (
     "name, queue, priority, state, args, kwargs, max_attempts, timeout, run_at, created_at,"
-    " unique_key, concurrency_key, concurrency_max, unique_started"
+    " unique_key, concurrency_key, concurrency_max, unique_started, rate_key, rate_count,"
+    " rate_period"
 )
 PROCESS_COLUMNS = (
     "id, kind, host, pid, started_at, heartbeat_at, supervisor_id, queues, concurrency, job_names"
@@ -215,6 +216,7 @@ def job_from_row(row: Sequence[Any], to_dt: Any) -> JobRecord:
         lease=row[16], result=row[17], error=row[18], progress=row[19],
         progress_message=row[20], cancel_requested=bool(row[21]), lost_count=row[22],
         unique_key=row[23], concurrency_key=row[24], concurrency_max=row[25],
+        rate_key=row[26], rate_count=row[27], rate_period=row[28],
     )
 
 

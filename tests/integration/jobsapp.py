@@ -196,3 +196,14 @@ def one_per_key(key: int, seconds: float) -> int:
 @app.job(concurrency=Limit(key=lambda key, seconds: f"k2:{key}", max=2))
 def two_per_key(key: int, seconds: float) -> int:
     return _hold(key, seconds)
+
+
+@app.job(rate_limit="20/s")
+def rated_call(n: int) -> int:
+    return n
+
+
+@app.job
+def stamp() -> float:
+    record("stamp", repr(time.time()))
+    return time.time()

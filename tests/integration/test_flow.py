@@ -119,3 +119,24 @@ def test_the_cli_shows_why_a_job_is_blocked(env: Env, app) -> None:
     assert status["limits"] == [{"key": "k:42", "running_or_ready": 1, "blocked": 1, "max": 1}]
     assert [q["blocked"] for q in status["queues"]] == [1]
     assert "k:42" in cli(env, "status")
+
+
+def test_a_rate_holds_across_two_hosts_and_other_jobs_are_not_slowed(env: Env, app) -> None:
+    handles = app.rated_call.client.enqueue_many([app.rated_call.prepare(i) for i in range(300)])
+    workers = [env.worker("--concurrency", "10", settings={"host_id": f"h{i}"}) for i in range(2)]
+    time.sleep(3)  # in the middle of the drain
+    enqueued_at = time.time()
+    other = app.stamp.enqueue()
+    assert other.wait(timeout=30) is JobState.SUCCEEDED
+    waited = float(next(line[2] for line in env.lines() if line[1] == "stamp")) - enqueued_at
+    wait_until(lambda: all(h.status() is JobState.SUCCEEDED for h in handles[-20:]), 60, "drained")
+    starts = sorted(h.record().started_at.timestamp() for h in handles)  # type: ignore[union-attr]
+    busiest = max(sum(1 for s in starts[i:] if s < start + 1.0) for i, start in enumerate(starts))
+    took = starts[-1] - starts[0]
+    print(f"\n300 jobs at 20/s on 2 hosts: {took:.1f}s, busiest 1-s window {busiest} starts;"
+          f" another job started {waited * 1000:.0f} ms after its enqueue")
+    assert busiest <= 20 and took >= 14
+    assert all(h.record().attempt == 1 for h in handles)
+    assert waited < 0.1
+    for w in workers:
+        env.stop(w)

@@ -156,3 +156,36 @@ def test_discarding_a_holder_admits_the_next(store: Store) -> None:
     ids = [i for i, _ in add(store, limited(), limited())]
     store.job_discard([ids[0]])
     assert get(store, ids[1]).state is JobState.READY
+
+
+# --- rate limits -----------------------------------------------------------------------------
+def rated(key: str = "r", count: int = 2, period: float = 1.0, **kw: object) -> NewJob:
+    return NewJob("job", rate_key=key, rate_count=count, rate_period=period, **kw)  # type: ignore[arg-type]
+
+
+def test_claims_over_the_rate_go_back_scheduled_until_the_window_has_room(store: Store) -> None:
+    ids = [i for i, _ in add(store, *[rated() for _ in range(5)], NewJob("other"))]
+    got = store.job_claim("w1", "default", 10, now=T0)
+    assert sorted(j.id for j in got) == [ids[0], ids[1], ids[5]]  # other names never wait
+    for job_id in ids[2:5]:
+        job = get(store, job_id)
+        assert (job.state, job.run_at, job.attempt, job.lease) == (JobState.SCHEDULED, at(1), 0, None)
+    assert store.job_claim("w1", "default", 10, now=at(0.5)) == []
+    store.jobs_promote(now=at(1))
+    assert len(store.job_claim("w1", "default", 10, now=at(1))) == 2
+
+
+def test_the_window_slides_rather_than_resetting(store: Store) -> None:
+    ids = [i for i, _ in add(store, *[rated() for _ in range(4)])]
+    assert [j.id for j in store.job_claim("w1", "default", 1, now=T0)] == [ids[0]]
+    assert [j.id for j in store.job_claim("w1", "default", 1, now=at(0.6))] == [ids[1]]
+    assert store.job_claim("w1", "default", 1, now=at(0.9)) == []
+    assert get(store, ids[2]).run_at == at(1)  # the start at 0 ages out at 1.0, not at 2.0
+    store.jobs_promote(now=at(1))
+    assert len(store.job_claim("w1", "default", 5, now=at(1))) == 1
+    assert get(store, ids[3]).run_at == at(1.6)
+
+
+def test_rate_keys_are_independent(store: Store) -> None:
+    add(store, rated("a", 1), rated("a", 1), rated("b", 1))
+    assert len(store.job_claim("w1", "default", 10, now=T0)) == 2

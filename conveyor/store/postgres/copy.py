@@ -21,6 +21,10 @@ def copy_text(value: str | None) -> str:
     return value
 
 
+def _number(value: float | None) -> str:
+    return "\\N" if value is None else repr(value)
+
+
 def copy_rows(ids: Sequence[int], jobs: Sequence[NewJob], at: datetime) -> tuple[str, bool]:
     """The COPY text of ``jobs`` under ``ids`` (statements.COPY_JOBS's columns) created at
     ``at``, and whether any of them is ready at once."""
@@ -36,7 +40,8 @@ def copy_rows(ids: Sequence[int], jobs: Sequence[NewJob], at: datetime) -> tuple
             "\\N" if j.timeout is None else repr(float(j.timeout)),
             stamp if j.run_at is None else j.run_at.isoformat(), stamp,
             copy_text(j.unique_key), copy_text(j.concurrency_key),
-            "\\N" if j.concurrency_max is None else str(int(j.concurrency_max)),
+            _number(j.concurrency_max), copy_text(j.rate_key), _number(j.rate_count),
+            _number(j.rate_period),
         )))
     lines.append("")
     return "\n".join(lines), ready

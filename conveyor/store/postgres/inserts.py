@@ -41,7 +41,8 @@ def _insert_one(conn: Conn, j: NewJob, now: datetime | None) -> int:
         "args": j.args, "kwargs": j.kwargs, "max_attempts": int(j.max_attempts),
         "timeout": j.timeout, "run_at": j.run_at, "unique_key": j.unique_key,
         "concurrency_key": j.concurrency_key, "concurrency_max": j.concurrency_max,
-        "unique_started": j.unique_started,
+        "unique_started": j.unique_started, "rate_key": j.rate_key, "rate_count": j.rate_count,
+        "rate_period": j.rate_period,
     }
     row = conn.execute(sql.INSERT_ONE, params).fetchone()
     assert row is not None
@@ -60,6 +61,8 @@ def _arrays(jobs: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:
         "concurrency_key": [j.concurrency_key for j in jobs],
         "concurrency_max": [j.concurrency_max for j in jobs],
         "unique_started": [j.unique_started for j in jobs],
+        "rate_key": [j.rate_key for j in jobs], "rate_count": [j.rate_count for j in jobs],
+        "rate_period": [j.rate_period for j in jobs],
     }
 
 

@@ -49,16 +49,18 @@ STATE_ON_INSERT = (
 ROW_ON_INSERT = (
     f"name, queue, priority, {STATE_ON_INSERT}, args, kwargs, max_attempts, timeout,"
     f" COALESCE(run_at, {NOW}), {NOW}, unique_key, concurrency_key, concurrency_max,"
-    " unique_started"
+    " unique_started, rate_key, rate_count, rate_period"
 )
 UNNEST_INPUT = """input AS (
     SELECT * FROM unnest(
         %(name)s::text[], %(queue)s::text[], %(priority)s::int[], %(args)s::text[],
         %(kwargs)s::text[], %(max_attempts)s::int[], %(timeout)s::float8[],
         %(run_at)s::timestamptz[], %(unique_key)s::text[], %(concurrency_key)s::text[],
-        %(concurrency_max)s::int[], %(unique_started)s::bool[]
+        %(concurrency_max)s::int[], %(unique_started)s::bool[], %(rate_key)s::text[],
+        %(rate_count)s::int[], %(rate_period)s::float8[]
     ) WITH ORDINALITY AS t(name, queue, priority, args, kwargs, max_attempts, timeout, run_at,
-                           unique_key, concurrency_key, concurrency_max, unique_started, ord)
+                           unique_key, concurrency_key, concurrency_max, unique_started,
+                           rate_key, rate_count, rate_period, ord)
 )"""
 # the ids drawn up front, in input order, so that each input row knows its own
 NUMBERED_INPUT = """numbered AS (
@@ -103,7 +105,8 @@ WITH inserted AS (
     VALUES (%(name)s, %(queue)s, %(priority)s, {_ONE_STATE},
             %(args)s, %(kwargs)s, %(max_attempts)s, %(timeout)s,
             COALESCE(%(run_at)s::timestamptz, {NOW}), {NOW}, %(unique_key)s, %(concurrency_key)s,
-            %(concurrency_max)s, %(unique_started)s)
+            %(concurrency_max)s, %(unique_started)s, %(rate_key)s, %(rate_count)s,
+            %(rate_period)s)
     RETURNING id, state
 )
 SELECT id, {wake_if_ready("inserted")} FROM inserted
@@ -115,7 +118,8 @@ ID_SEQUENCE = "SELECT pg_get_serial_sequence('conveyor_jobs', 'id'), COALESCE(%s
 NEXT_IDS = "SELECT string_agg(nextval({})::text, ',') FROM generate_series(1, %s)"
 COPY_JOBS = (
     "COPY conveyor_jobs (id, name, queue, priority, state, args, kwargs, max_attempts, timeout,"
-    " run_at, created_at, unique_key, concurrency_key, concurrency_max) FROM STDIN"
+    " run_at, created_at, unique_key, concurrency_key, concurrency_max, rate_key, rate_count,"
+    " rate_period) FROM STDIN"
 )
 
 # --- jobs: claim and finish ---------------------------------------------------------------------

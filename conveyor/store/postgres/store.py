@@ -36,7 +36,7 @@ from ...models import (
 )
 from .. import shared
 from ..base import Capabilities, HealthFacts
-from . import flow
+from . import flow, rates
 from . import statements as sql
 from .connections import Connections
 from .cron import PostgresCron
@@ -179,7 +179,15 @@ class PostgresStore(PostgresCron):
         statement = sql.CLAIM_SUSPECT if suspects else sql.CLAIM
         with self._db.hot() as conn:
             rows = conn.execute(statement, _claim_params(worker_id, queue, limit, now)).fetchall()
-        return shared.claimed(rows, _dt)
+        return self._rated(shared.claimed(rows, _dt), now)
+
+    def _rated(self, jobs: list[JobRecord], now: datetime | None) -> list[JobRecord]:
+        """Claimed jobs within their rate (all, when none has a rate key); the others are put
+        back in a transaction of their own, before the worker ever hears of them."""
+        if all(j.rate_key is None for j in jobs):
+            return jobs
+        with self._db.tx() as conn:
+            return rates.admit(conn, jobs, now)
 
     def job_finish_many(
         self, outcomes: Sequence[JobOutcome], *, now: datetime | None = None
@@ -199,7 +207,7 @@ class PostgresStore(PostgresCron):
             rows = conn.execute(sql.FINISH_AND_CLAIM, params).fetchall()
         claimed = [r[2:] for r in rows if r[2] is not None]
         self._settle(rows[0][1] or [], now)
-        return _accepted(len(outcomes), rows[0][0] or ()), shared.claimed(claimed, _dt)
+        return _accepted(len(outcomes), rows[0][0] or ()), self._rated(shared.claimed(claimed, _dt), now)
 
     def job_release(
         self, leases: Sequence[tuple[int, str]], *, reason: str | None = None,

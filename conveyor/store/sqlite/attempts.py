@@ -10,6 +10,7 @@ from ...models import JobOutcome, JobRecord, JobState
 from .. import shared
 from . import statements as sql
 from .flow import settle
+from .rates import admit
 
 
 def ts(when: datetime | None) -> float | None:
@@ -27,7 +28,10 @@ def claim(
     rows = conn.execute(
         statement, (worker_id, shared.new_lease(), at, at, queue, limit, queue)
     ).fetchall()
-    return shared.claimed(rows, dt)
+    jobs = shared.claimed(rows, dt)
+    if any(j.rate_key is not None for j in jobs):
+        return admit(conn, jobs, at)
+    return jobs
 
 
 def finish(conn: sqlite3.Connection, outcomes: Sequence[JobOutcome], at: float) -> list[bool]:

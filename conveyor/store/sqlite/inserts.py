@@ -23,7 +23,8 @@ def insert_rows(jobs: Sequence[NewJob], at: float) -> list[Row]:
             shared.state_on_insert(j, j.run_at is None or j.run_at.timestamp() <= at),
             j.args, j.kwargs, j.max_attempts, j.timeout,
             at if j.run_at is None else j.run_at.timestamp(), at, j.unique_key,
-            j.concurrency_key, j.concurrency_max, int(j.unique_started),
+            j.concurrency_key, j.concurrency_max, int(j.unique_started), j.rate_key, j.rate_count,
+            j.rate_period,
         )
         for j in jobs
     ]

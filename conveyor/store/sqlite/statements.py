@@ -8,7 +8,8 @@ from .. import shared as s
 
 # --- jobs: insert --------------------------------------------------------------------------------
 INSERT = (
-    f"INSERT INTO conveyor_jobs ({s.INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO conveyor_jobs ({s.INSERT_COLUMNS})"
+    f" VALUES ({', '.join('?' * len(s.INSERT_COLUMNS.split(',')))})"
 )
 # a job whose unique key an unfinished job holds is not inserted: no row comes back
 INSERT_UNLESS_HELD = f"{INSERT} ON CONFLICT (unique_key) WHERE {s.UNIQUE_HELD_OR} DO NOTHING RETURNING id"
