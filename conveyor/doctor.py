@@ -12,6 +12,7 @@ seconds, measured on the store's clock.
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import views
 from .errors import ConfigurationError, SchemaError, StoreError
-from .models import JobRecord, JobState, ProcessRecord, QueueStats
+from .models import JobRecord, JobState, LimitUsage, ProcessRecord, QueueStats
 from .settings import Settings
 from .store import SCHEMA_VERSION
 from .store.base import HealthFacts
@@ -34,7 +35,9 @@ SKEW_SHOWN = 5.0  # clock skew between this host and the store worth mentioning
 TIMEOUT_GRACE = 5.0  # the hard timeout stops a job within a second; past this it is stuck
 RECENT = 3600.0  # "recently dead" window
 MAX_LINES = 10  # evidence lines per list
-NO_APP = "MODULE:APP"  # stands in for -A when the doctor was not told the app's path
+NO_APP = "MODULE:APP"
+STARVED_AFTER = 10.0  # a ready job waiting this long while its workers run other queues' jobs
+RUNNING_READ = 2000  # stands in for -A when the doctor was not told the app's path
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class Snapshot:
     processes: list[ProcessRecord]
     facts: HealthFacts
     defined_here: frozenset[str] = field(default_factory=frozenset)
+    limits: tuple[LimitUsage, ...] = ()  # concurrency keys in use
+    running: tuple[JobRecord, ...] = ()  # running jobs (at most RUNNING_READ)
 
     @property
     def now(self) -> datetime:
@@ -142,8 +147,10 @@ def take_snapshot(app: Conveyor, now: datetime | None, app_path: str | None) -> 
     facts = store.health_facts(stale_after=app.settings.rescue_after, timeout_grace=TIMEOUT_GRACE,
                                overdue_after=OVERDUE_AFTER, recent=RECENT, now=now)
     host_now = before + (app.clock.now() - before) / 2
+    running = app.client.list(state=JobState.RUNNING, limit=RUNNING_READ)
     return Snapshot(app.settings, app_path, host_now, app.client.queues(), app.client.workers(),
-                    facts, frozenset(app.registry.names()))
+                    facts, frozenset(app.registry.names()), tuple(app.client.limits()),
+                    tuple(running))
 
 
 # --- diagnoses -------------------------------------------------------------------------------
@@ -282,9 +289,52 @@ def scheduled_overdue(s: Snapshot) -> list[Finding]:
     return [Finding("scheduled_overdue", "problem", "Scheduled jobs are overdue", evidence, fix)]
 
 
+def queue_starved(s: Snapshot) -> list[Finding]:
+    """Ready jobs wait while every live worker of their queue has its slots taken by other
+    queues' jobs (strict order, or long jobs of another queue)."""
+    found = []
+    for q in _ready_queues(s):
+        serving = [p for p in s.live_workers if q.queue in p.queues]
+        waited = s.age(q.oldest_ready_at) if q.oldest_ready_at else 0.0
+        if waited <= STARVED_AFTER or not serving or any(s.free_slots(p) > 0 for p in serving):
+            continue
+        ids = {p.id for p in serving}
+        busy = Counter(j.queue for j in s.running if j.worker_id in ids and j.queue != q.queue)
+        if not busy:
+            continue  # busy with its own jobs: slow, not starved
+        holder = busy.most_common(1)[0][0]
+        evidence = [_ready(s, q), *_capped(
+            f"worker {_where(p)} (queues {','.join(p.queues)}): all {p.concurrency} slots busy"
+            for p in serving)]
+        evidence.append("running there: " + ", ".join(f"{n} from {name!r}" for name, n in
+                                                      busy.most_common()))
+        fix = (f"give {q.queue!r} a worker of its own: {s.worker_command('--queues', q.queue)};"
+               " or weigh the queues instead of --strict order:"
+               f" {s.worker_command('--queues', f'{q.queue}:3,{holder}:1')}")
+        found.append(Finding("queue_starved", "problem", f"Queue {q.queue!r} is starved by"
+                             f" {holder!r} holding every slot of its workers", evidence, fix))
+    return found
+
+
+def blocked_behind_stuck(s: Snapshot) -> list[Finding]:
+    """Jobs blocked on a concurrency key whose holder is stuck or on a dead worker."""
+    blocked = {u.key: u for u in s.limits if u.blocked}
+    stuck = [j for j in s.facts.stuck if j.concurrency_key in blocked]
+    if not stuck:
+        return []
+    evidence = _capped(f"key {j.concurrency_key!r}: {blocked[j.concurrency_key].blocked} job(s)"
+                       f" blocked behind {_why_stuck(s, j)}" for j in stuck
+                       if j.concurrency_key is not None)
+    fix = (f"a dead worker's jobs are rescued {s.settings.rescue_after:g}s after its last sign of"
+           " life (a rescued holder keeps its slot and runs again first); to free the key now:"
+           f" {s.command('jobs cancel', str(stuck[0].id))}")
+    return [Finding("blocked_behind_stuck", "problem",
+                    "Jobs are blocked behind a concurrency key whose holder is stuck", evidence, fix)]
+
+
 DIAGNOSES: tuple[Callable[[Snapshot], list[Finding]], ...] = (
     no_workers, queue_not_served, paused_queue_waiting, stuck_running, workers_not_claiming,
-    unknown_job_names, dead_growing, scheduled_overdue,
+    queue_starved, blocked_behind_stuck, unknown_job_names, dead_growing, scheduled_overdue,
 )
 
 

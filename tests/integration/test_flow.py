@@ -140,3 +140,23 @@ def test_a_rate_holds_across_two_hosts_and_other_jobs_are_not_slowed(env: Env, a
     assert waited < 0.1
     for w in workers:
         env.stop(w)
+
+
+def test_doctor_names_a_queue_starved_by_strict_order(env: Env, app) -> None:
+    worker = env.worker("--queues", "low,critical", "--strict", "--concurrency", "2")
+    long = [app.sleepy.options(queue="low").enqueue(20) for _ in range(2)]
+    wait_until(lambda: all(h.status() is JobState.RUNNING for h in long), 30, "low jobs running")
+    urgent = app.square.options(queue="critical").enqueue(2)
+    time.sleep(12)
+    proc = subprocess.run([sys.executable, "-m", "conveyor", "-A", "jobsapp:app", "doctor",
+                           "--json"], env=env.vars, capture_output=True, text=True, timeout=60)
+    report = json.loads(proc.stdout)
+    [found] = [f for f in report["findings"] if f["code"] == "queue_starved"]
+    print(f"\n{found['title']}; {found['evidence'][0]}")
+    assert "'critical'" in found["title"] and "'low'" in found["title"]
+    assert "--queues critical" in found["fix"]
+    assert urgent.status() is JobState.READY
+    for h in long:
+        h.cancel()
+    assert urgent.wait(timeout=60) is JobState.SUCCEEDED
+    env.stop(worker)

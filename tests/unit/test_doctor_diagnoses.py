@@ -16,7 +16,7 @@ import pytest
 from conveyor import doctor
 from conveyor.doctor import Finding, Report, Snapshot
 from conveyor.errors import SchemaError, StoreUnavailable
-from conveyor.models import JobRecord, JobState, ProcessRecord, QueueStats
+from conveyor.models import JobRecord, JobState, LimitUsage, ProcessRecord, QueueStats
 from conveyor.settings import Settings
 from conveyor.store.base import HealthFacts
 
@@ -193,3 +193,29 @@ def test_store_unreachable_never_shows_the_password(url: str) -> None:
     schema = doctor.store_unreachable(SchemaError("x has no conveyor schema"), None, url)
     assert (schema.title, schema.fix) == ("The store cannot be used",
                                           "create or upgrade the schema: conveyor migrate")
+
+
+# --- flow control ------------------------------------------------------------------------------
+def test_a_queue_starved_by_another_holding_every_slot_is_named() -> None:
+    busy = [replace(running(i, started=-15), queue="low") for i in (1, 2)]
+    s = replace(snapshot([queue("critical", ready=1, oldest=-12), queue("low", running=2)],
+                         [worker(queues=("low", "critical"))], running_by_worker={"w1": 2}),
+                running=tuple(busy))
+    found = only(doctor.findings(s))
+    assert found.code == "queue_starved" and "'critical'" in found.title and "'low'" in found.title
+    assert any("12s" in line for line in found.evidence)
+    assert "conveyor worker -A tasks:app --queues critical" in found.fix
+    assert "critical:3,low:1" in found.fix
+    waited_less = replace(s, queues=[queue("critical", ready=1, oldest=-5), queue("low", running=2)])
+    assert doctor.queue_starved(waited_less) == []
+    own_jobs = replace(s, running=tuple(replace(j, queue="critical") for j in busy))
+    assert doctor.queue_starved(own_jobs) == []
+
+
+def test_jobs_blocked_behind_a_stuck_holder_are_named() -> None:
+    holder = replace(running(7, worker_id="gone"), concurrency_key="acct:42", concurrency_max=1)
+    s = replace(snapshot(stuck=(holder,)), limits=(LimitUsage("acct:42", 1, 3, 1),))
+    found = only(doctor.blocked_behind_stuck(s))
+    assert "key 'acct:42': 3 job(s) blocked behind job 7" in found.evidence[0]
+    assert "conveyor jobs cancel -A tasks:app 7" in found.fix
+    assert doctor.blocked_behind_stuck(replace(s, limits=(LimitUsage("acct:42", 1, 0, 1),))) == []
