@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import views
 from .errors import ConfigurationError, SchemaError, StoreError
-from .models import JobRecord, JobState, LimitUsage, ProcessRecord, QueueStats
+from .models import JobRecord, JobState, LimitUsage, ProcessRecord, QueueStats, RateBacklog
 from .settings import Settings
 from .store import SCHEMA_VERSION
 from .store.base import HealthFacts
@@ -94,6 +94,7 @@ class Snapshot:
     defined_here: frozenset[str] = field(default_factory=frozenset)
     limits: tuple[LimitUsage, ...] = ()  # concurrency keys in use
     running: tuple[JobRecord, ...] = ()  # running jobs (at most RUNNING_READ)
+    rates: tuple[RateBacklog, ...] = ()  # rate keys with jobs waiting
 
     @property
     def now(self) -> datetime:
@@ -150,7 +151,7 @@ def take_snapshot(app: Conveyor, now: datetime | None, app_path: str | None) -> 
     running = app.client.list(state=JobState.RUNNING, limit=RUNNING_READ)
     return Snapshot(app.settings, app_path, host_now, app.client.queues(), app.client.workers(),
                     facts, frozenset(app.registry.names()), tuple(app.client.limits()),
-                    tuple(running))
+                    tuple(running), tuple(app.store.rate_backlog(now=now)))
 
 
 # --- diagnoses -------------------------------------------------------------------------------
@@ -306,8 +307,7 @@ def queue_starved(s: Snapshot) -> list[Finding]:
         evidence = [_ready(s, q), *_capped(
             f"worker {_where(p)} (queues {','.join(p.queues)}): all {p.concurrency} slots busy"
             for p in serving)]
-        evidence.append("running there: " + ", ".join(f"{n} from {name!r}" for name, n in
-                                                      busy.most_common()))
+        evidence.append("running there: " + ", ".join(f"{n} from {k!r}" for k, n in busy.most_common()))
         fix = (f"give {q.queue!r} a worker of its own: {s.worker_command('--queues', q.queue)};"
                " or weigh the queues instead of --strict order:"
                f" {s.worker_command('--queues', f'{q.queue}:3,{holder}:1')}")
@@ -332,9 +332,27 @@ def blocked_behind_stuck(s: Snapshot) -> list[Finding]:
                     "Jobs are blocked behind a concurrency key whose holder is stuck", evidence, fix)]
 
 
+def rate_backlog_growing(s: Snapshot) -> list[Finding]:
+    """More jobs of a rate key arrived in the last minute than its rate lets start in one, and
+    more than a minute's worth wait: the backlog grows and no worker can help."""
+    growing = [r for r in s.rates if r.recent > r.per_minute and r.waiting > r.per_minute]
+    if not growing:
+        return []
+    evidence = _capped(
+        f"rate {r.key!r} ({r.count} per {r.period:g}s = {r.per_minute:g}/min): {r.waiting} waiting,"
+        f" {r.recent} enqueued in the last minute; draining them takes"
+        f" {_ago(r.waiting / r.per_minute * 60)} at that rate" for r in growing)
+    return [Finding("rate_backlog_growing", "warning",
+                    "A rate-limited backlog grows faster than its rate can drain it", evidence,
+                    "raise the rate if the service behind it allows, enqueue that job less often,"
+                    " or give it a rate per key (RateLimit(rate, key=...)); the rate is shared by"
+                    " every worker, so more workers do not drain it sooner")]
+
+
 DIAGNOSES: tuple[Callable[[Snapshot], list[Finding]], ...] = (
     no_workers, queue_not_served, paused_queue_waiting, stuck_running, workers_not_claiming,
-    queue_starved, blocked_behind_stuck, unknown_job_names, dead_growing, scheduled_overdue,
+    queue_starved, blocked_behind_stuck, rate_backlog_growing, unknown_job_names, dead_growing,
+    scheduled_overdue,
 )
 
 

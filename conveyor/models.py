@@ -223,6 +223,25 @@ class LimitUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class RateBacklog:
+    """A rate key with jobs waiting (ready or scheduled): its rate, how many wait, and how many
+    of those were enqueued within the last ``RATE_RECENT`` seconds."""
+
+    key: str
+    count: int
+    period: float
+    waiting: int
+    recent: int
+
+    @property
+    def per_minute(self) -> float:
+        return self.count * 60.0 / self.period
+
+
+RATE_RECENT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class JobFilter:
     states: tuple[JobState, ...] = ()
     queue: str | None = None

@@ -28,6 +28,7 @@ from ..models import (
     NewJob,
     ProcessRecord,
     QueueStats,
+    RateBacklog,
 )
 
 SCHEMA_VERSION = 6
@@ -125,6 +126,9 @@ class Store(Protocol):
 
     def limit_usage(self) -> list[LimitUsage]:
         """Every concurrency key with jobs holding a slot (ready or running) or blocked."""
+
+    def rate_backlog(self, *, now: datetime | None = None) -> list[RateBacklog]:
+        """Every rate key with jobs waiting, and how many of them arrived in the last minute."""
 
     # --- time-driven duties -----------------------------------------------------------
     def jobs_promote(

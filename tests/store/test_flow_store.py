@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor.errors import DuplicateJob
-from conveyor.models import AttemptOutcome, Held, JobState, LimitUsage, NewJob
+from conveyor.models import AttemptOutcome, Held, JobState, LimitUsage, NewJob, RateBacklog
 from conveyor.store import Store
 
 from .test_contract import T0, at, claim_one, get, outcome
@@ -189,3 +189,9 @@ def test_the_window_slides_rather_than_resetting(store: Store) -> None:
 def test_rate_keys_are_independent(store: Store) -> None:
     add(store, rated("a", 1), rated("a", 1), rated("b", 1))
     assert len(store.job_claim("w1", "default", 10, now=T0)) == 2
+
+
+def test_rate_backlog_counts_waiting_jobs_and_recent_arrivals(store: Store) -> None:
+    add(store, *[rated("r", 2) for _ in range(3)], now=T0)
+    add(store, *[rated("r", 2) for _ in range(2)], NewJob("plain"), now=at(100))
+    assert store.rate_backlog(now=at(120)) == [RateBacklog("r", 2, 1.0, waiting=5, recent=2)]

@@ -16,7 +16,14 @@ import pytest
 from conveyor import doctor
 from conveyor.doctor import Finding, Report, Snapshot
 from conveyor.errors import SchemaError, StoreUnavailable
-from conveyor.models import JobRecord, JobState, LimitUsage, ProcessRecord, QueueStats
+from conveyor.models import (
+    JobRecord,
+    JobState,
+    LimitUsage,
+    ProcessRecord,
+    QueueStats,
+    RateBacklog,
+)
 from conveyor.settings import Settings
 from conveyor.store.base import HealthFacts
 
@@ -219,3 +226,14 @@ def test_jobs_blocked_behind_a_stuck_holder_are_named() -> None:
     assert "key 'acct:42': 3 job(s) blocked behind job 7" in found.evidence[0]
     assert "conveyor jobs cancel -A tasks:app 7" in found.fix
     assert doctor.blocked_behind_stuck(replace(s, limits=(LimitUsage("acct:42", 1, 0, 1),))) == []
+
+
+def test_a_rate_backlog_growing_faster_than_its_rate_is_named() -> None:
+    growing = RateBacklog("tasks:call_api", count=20, period=1.0, waiting=5000, recent=1500)
+    s = replace(snapshot(), rates=(growing,))
+    found = only(doctor.rate_backlog_growing(s))
+    assert found.severity == "warning"
+    assert "rate 'tasks:call_api' (20 per 1s = 1200/min): 5000 waiting, 1500 enqueued" in (
+        found.evidence[0])
+    draining = replace(growing, recent=600)  # fewer arrive than start: it shrinks
+    assert doctor.rate_backlog_growing(replace(s, rates=(draining,))) == []

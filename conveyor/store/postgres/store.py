@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ import psycopg
 from ...errors import ConfigurationError
 from ...models import (
     POISON_AFTER,
+    RATE_RECENT,
     AttemptRecord,
     Held,
     HeldJob,
@@ -33,6 +34,7 @@ from ...models import (
     NewJob,
     ProcessRecord,
     QueueStats,
+    RateBacklog,
 )
 from .. import shared
 from ..base import Capabilities, HealthFacts
@@ -271,6 +273,11 @@ class PostgresStore(PostgresCron):
 
     def limit_usage(self) -> list[LimitUsage]:
         return shared.limit_usage(self._rows(flow.USAGE))
+
+    def rate_backlog(self, *, now: datetime | None = None) -> list[RateBacklog]:
+        since = self._rows(sql.HEALTH_CLOCK, {"now": now})[0][1] - timedelta(seconds=RATE_RECENT)
+        rows = self._rows(rates.BACKLOG, (since,))
+        return [RateBacklog(k, int(c), float(p), int(n), int(r)) for k, c, p, n, r in rows]
 
     # --- time-driven duties ---------------------------------------------------------------------
     def jobs_promote(

@@ -17,6 +17,13 @@ PUT_BACK = (
     " lease = NULL, worker_id = NULL, heartbeat_at = NULL, started_at = NULL"
     " WHERE id = ? AND lease = ? AND state = 'running'"
 )
+# rate keys with jobs waiting, and how many of them were enqueued since the given time
+BACKLOG = (
+    "SELECT rate_key, MAX(rate_count), MAX(rate_period), COUNT(*),"
+    " SUM(CASE WHEN created_at > ? THEN 1 ELSE 0 END) FROM conveyor_jobs"
+    " WHERE rate_key IS NOT NULL AND state IN ('ready', 'scheduled') GROUP BY rate_key"
+    " ORDER BY rate_key"
+)
 DEFER = (
     "UPDATE conveyor_jobs SET state = 'scheduled', run_at = MAX(run_at, ?)"
     " WHERE rate_key = ? AND rate_key IS NOT NULL AND state = 'ready'"

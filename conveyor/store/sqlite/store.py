@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from ...errors import ConfigurationError
 from ...models import (
     POISON_AFTER,
+    RATE_RECENT,
     AttemptRecord,
     Held,
     HeldJob,
@@ -29,6 +30,7 @@ from ...models import (
     NewJob,
     ProcessRecord,
     QueueStats,
+    RateBacklog,
 )
 from .. import shared
 from ..base import Capabilities, HealthFacts
@@ -40,6 +42,7 @@ from .connection import Connections, immediate, retry, sqlite_path, translate
 from .cron import SQLiteCron
 from .flow import LOCKS_PRUNE, USAGE, settle, settle_blocked
 from .inserts import insert_rows, insert_unless_held, insert_without_keys
+from .rates import BACKLOG
 
 T = TypeVar("T")
 
@@ -261,6 +264,10 @@ class SQLiteStore(SQLiteCron):
 
     def limit_usage(self) -> list[LimitUsage]:
         return shared.limit_usage(self._read(USAGE))
+
+    def rate_backlog(self, *, now: datetime | None = None) -> list[RateBacklog]:
+        rows = self._read(BACKLOG, (self._now(now) - RATE_RECENT,))
+        return [RateBacklog(k, int(c), float(p), int(n), int(r)) for k, c, p, n, r in rows]
 
     # --- time-driven duties ---------------------------------------------------------------------
     def jobs_promote(
