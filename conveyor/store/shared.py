@@ -36,10 +36,13 @@ JOB_COLUMNS = (
     " progress, progress_message, cancel_requested, lost_count, unique_key, concurrency_key,"
     " concurrency_max, rate_key, rate_count, rate_period"
 )
-INSERT_COLUMNS = (
+# jobs with no flow control leave the columns after concurrency_key at their defaults
+PLAIN_INSERT_COLUMNS = (
     "name, queue, priority, state, args, kwargs, max_attempts, timeout, run_at, created_at,"
-    " unique_key, concurrency_key, concurrency_max, unique_started, rate_key, rate_count,"
-    " rate_period"
+    " unique_key, concurrency_key"
+)
+INSERT_COLUMNS = (
+    f"{PLAIN_INSERT_COLUMNS}, concurrency_max, unique_started, rate_key, rate_count, rate_period"
 )
 PROCESS_COLUMNS = (
     "id, kind, host, pid, started_at, heartbeat_at, supervisor_id, queues, concurrency, job_names"
@@ -277,6 +280,12 @@ def refuse_held(jobs: Sequence[NewJob], inserted: Sequence[Inserted], where: str
                 duplicate_message(job.unique_key, where), existing_id=got.id,
                 unique_key=job.unique_key,
             )
+
+
+def plain(jobs: Sequence[NewJob]) -> bool:
+    """No job of ``jobs`` has flow control: written with PLAIN_INSERT_COLUMNS, ready or not."""
+    return all(j.concurrency_key is None and j.rate_key is None and j.unique_key is None
+               for j in jobs)
 
 
 def state_on_insert(job: NewJob, ready: bool) -> str:

@@ -31,6 +31,18 @@ def copy_rows(ids: Sequence[int], jobs: Sequence[NewJob], at: datetime) -> tuple
     ready = False
     stamp = at.isoformat()
     lines = []
+    if shared.plain(jobs):  # statements.COPY_JOBS_PLAIN's columns
+        for job_id, j in zip(ids, jobs, strict=True):
+            state = "ready" if j.run_at is None or j.run_at <= at else "scheduled"
+            ready = ready or state == "ready"
+            lines.append("\t".join((
+                str(job_id), copy_text(j.name), copy_text(j.queue), str(int(j.priority)), state,
+                copy_text(j.args), copy_text(j.kwargs), str(int(j.max_attempts)),
+                "\\N" if j.timeout is None else repr(float(j.timeout)),
+                stamp if j.run_at is None else j.run_at.isoformat(), stamp,
+            )))
+        lines.append("")
+        return "\n".join(lines), ready
     for job_id, j in zip(ids, jobs, strict=True):
         state = shared.state_on_insert(j, j.run_at is None or j.run_at <= at)
         ready = ready or state == "ready"

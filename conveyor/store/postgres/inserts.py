@@ -11,6 +11,7 @@ from psycopg import sql as pgsql
 
 from ...errors import StoreError
 from ...models import Inserted, NewJob
+from .. import shared
 from . import flow
 from . import statements as sql
 from .connections import Conn
@@ -140,7 +141,8 @@ def _copy(conn: Conn, jobs: Sequence[NewJob], now: datetime | None) -> list[int]
     assert drawn is not None
     ids = sorted(map(int, drawn[0].split(",")))
     text, ready = copy_rows(ids, jobs, at)
-    with conn.cursor().copy(sql.COPY_JOBS) as copy:
+    statement = sql.COPY_JOBS_PLAIN if shared.plain(jobs) else sql.COPY_JOBS
+    with conn.cursor().copy(statement) as copy:
         copy.write(text)
     if ready:
         conn.execute(sql.WAKE)

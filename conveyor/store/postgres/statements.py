@@ -116,6 +116,10 @@ SELECT id, {wake_if_ready("inserted")} FROM inserted
 # all in one text value (1,000 rows of two values cost more to fetch than to draw)
 ID_SEQUENCE = "SELECT pg_get_serial_sequence('conveyor_jobs', 'id'), COALESCE(%s::timestamptz, now())"
 NEXT_IDS = "SELECT string_agg(nextval({})::text, ',') FROM generate_series(1, %s)"
+COPY_JOBS_PLAIN = (
+    "COPY conveyor_jobs (id, name, queue, priority, state, args, kwargs, max_attempts, timeout,"
+    " run_at, created_at) FROM STDIN"
+)
 COPY_JOBS = (
     "COPY conveyor_jobs (id, name, queue, priority, state, args, kwargs, max_attempts, timeout,"
     " run_at, created_at, unique_key, concurrency_key, concurrency_max, rate_key, rate_count,"

@@ -17,6 +17,16 @@ Row = tuple[Any, ...]
 
 
 def insert_rows(jobs: Sequence[NewJob], at: float) -> list[Row]:
+    if shared.plain(jobs):  # the columns INSERT_PLAIN names
+        return [
+            (
+                j.name, j.queue, j.priority,
+                "ready" if j.run_at is None or j.run_at.timestamp() <= at else "scheduled",
+                j.args, j.kwargs, j.max_attempts, j.timeout,
+                at if j.run_at is None else j.run_at.timestamp(), at, None, None,
+            )
+            for j in jobs
+        ]
     return [
         (
             j.name, j.queue, j.priority,
@@ -34,7 +44,7 @@ def insert_without_keys(conn: sqlite3.Connection, rows: list[Row]) -> list[Inser
     """No unique keys: every row is inserted, in one statement."""
     if not rows:
         return []
-    conn.executemany(sql.INSERT, rows)
+    conn.executemany(sql.INSERT_PLAIN if len(rows[0]) == sql.PLAIN_WIDTH else sql.INSERT, rows)
     # the write lock is held, so AUTOINCREMENT ids of this statement are consecutive
     last = conn.execute(sql.LAST_ID).fetchone()[0]
     return [Inserted(i, True) for i in range(last - len(rows) + 1, last + 1)]

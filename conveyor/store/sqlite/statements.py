@@ -11,6 +11,11 @@ INSERT = (
     f"INSERT INTO conveyor_jobs ({s.INSERT_COLUMNS})"
     f" VALUES ({', '.join('?' * len(s.INSERT_COLUMNS.split(',')))})"
 )
+INSERT_PLAIN = (
+    f"INSERT INTO conveyor_jobs ({s.PLAIN_INSERT_COLUMNS})"
+    f" VALUES ({', '.join('?' * len(s.PLAIN_INSERT_COLUMNS.split(',')))})"
+)
+PLAIN_WIDTH = len(s.PLAIN_INSERT_COLUMNS.split(","))
 # a job whose unique key an unfinished job holds is not inserted: no row comes back
 INSERT_UNLESS_HELD = f"{INSERT} ON CONFLICT (unique_key) WHERE {s.UNIQUE_HELD_OR} DO NOTHING RETURNING id"
 HOLDER_OF_KEY = f"SELECT id FROM conveyor_jobs WHERE unique_key = ? AND {s.UNIQUE_HELD_OR}"
