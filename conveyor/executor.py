@@ -119,6 +119,10 @@ def success(rt: Runtime, call: Call, value: Any) -> JobOutcome:
         result = serialization.dumps(value, path="result")
     except Exception as e:  # TypeError from our limits; RecursionError, ValueError from json
         return failure(rt, call, e)
+    if call.context.cancel_requested:  # it returned after the request reached it: cancelled
+        outcome = failure(rt, call, JobCancelled("returned after its cancellation was requested"))
+        outcome.result = result
+        return outcome
     outcome = JobOutcome(
         job_id=call.job.id, lease=call.job.lease or "", attempt=call.job.attempt,
         worker_id=call.worker_id, started_at=call.job.started_at or rt.clock.now(),
@@ -132,8 +136,8 @@ def failure(rt: Runtime, call: Call, error: BaseException) -> JobOutcome:
     policy: Retry = call.definition.retry if call.definition else Retry(attempts=job.max_attempts)
     kind = next((k for cls, k in _INTERRUPTIONS.items() if isinstance(error, cls)), None)
     retry_at = None
-    if isinstance(error, JobCancelled):
-        state = JobState.CANCELLED
+    if isinstance(error, JobCancelled) or call.context.cancel_requested:
+        state, kind = JobState.CANCELLED, AttemptOutcome.CANCELLED  # never retried
     elif policy.should_retry(error, job.attempt, limit=job.max_attempts):
         state = JobState.FAILED
         retry_at = rt.clock.now() + policy.delay(job.attempt)

@@ -56,7 +56,9 @@ class AttemptOutcome(StrEnum):
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     MEMORY_EXCEEDED = "memory_exceeded"
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # cancellation reached the worker; the job then returned or raised
+    CANCEL_FORCED = "cancel_forced"  # it did not stop within cancel_grace: its process was replaced
+    FINISHED_ANYWAY = "finished_anyway"  # it ended before the cancellation reached its worker
     SHUTDOWN = "shutdown"
 
 

@@ -23,7 +23,7 @@ from .clock import utcnow
 from .context import JobContext
 from .errors import ConveyorError, JobCancelled, JobTimeout, StoreError, StoreUnavailable
 from .maintenance import CronScheduler, Duty, Maintenance, Watchdog
-from .models import Held, JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
+from .models import AttemptOutcome, Held, JobFilter, JobOutcome, JobRecord, JobState, ProcessRecord
 from .queues import QueueSpec
 from .urls import redact_url
 from .worker import Ledger, Outage, Worker
@@ -318,7 +318,10 @@ class Supervisor:
             definition = None
         call = executor.Call(job, job.worker_id or "", JobContext(), definition=definition)
         runtime = executor.Runtime(self.app.registry, self.app.clock, lambda: None)
-        return executor.failure(runtime, call, error)
+        outcome = executor.failure(runtime, call, error)
+        if isinstance(error, JobCancelled):
+            outcome.outcome = AttemptOutcome.CANCEL_FORCED
+        return outcome
 
     def _stop_children(self) -> None:
         for pid in list(self.children):

@@ -91,6 +91,8 @@ def quiet(states: Sequence[Any]) -> bool:
 PICK_READY = f"state = 'ready' AND lost_count < {SUSPECT_AT}"
 PICK_SUSPECT = f"state = 'ready' AND lost_count >= {SUSPECT_AT}"
 # a job made runnable (promoted, retried) waits for a slot if it has a concurrency key
+# an attempt that ended on its own while a cancellation it never heard of was pending
+UNHEARD = "outcome NOT IN ('cancelled', 'cancel_forced')"
 READY_OR_BLOCKED = "CASE WHEN concurrency_key IS NULL THEN 'ready' ELSE 'blocked' END"
 
 # jobs by queue and state, each part read through its partial index (succeeded not counted)
@@ -124,14 +126,17 @@ def attempts_query(param: str) -> str:
     """Every attempt of one job (``param`` is the placeholder of its id, given three times):
     the conveyor_attempts rows, then the successful attempt, which has no row of its own: the
     job row itself records it (started_at, finished_at, worker_id, attempt). Rows written when
-    a success had its own row are not listed twice."""
+    a success had its own row, or that finished anyway after a cancellation was asked for (a
+    ``finished_anyway`` row of the same attempt), are not listed twice."""
     return (
         f"SELECT {ATTEMPT_COLUMNS} FROM (SELECT 0 AS k, id AS n, {ATTEMPT_COLUMNS}"
         f" FROM conveyor_attempts WHERE job_id = {param}"
         " UNION ALL SELECT 1, 0, id, attempt, worker_id, started_at, finished_at, 'succeeded',"
         " NULL, NULL, NULL FROM conveyor_jobs"
         f" WHERE id = {param} AND state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM"
-        f" conveyor_attempts WHERE job_id = {param} AND outcome = 'succeeded')) AS a ORDER BY k, n"
+        f" conveyor_attempts c WHERE c.job_id = {param} AND (c.outcome = 'succeeded' OR"
+        " (c.outcome = 'finished_anyway' AND c.attempt = conveyor_jobs.attempt)))) AS a"
+        " ORDER BY k, n"
     )
 
 

@@ -166,3 +166,9 @@ def test_eight_processes_enqueueing_the_same_job_create_exactly_one(
         seen = set().union(*(p.get(timeout=300) for p in pending))
     assert len(seen) == 1
     assert len(t.enqueued(sync)) == 1
+
+
+def test_cancelling_a_job_gives_its_key_up(t: TestContext) -> None:
+    first = sync.enqueue(11)
+    first.cancel()
+    assert sync.enqueue(11) != first

@@ -207,3 +207,12 @@ def rated_call(n: int) -> int:
 def stamp() -> float:
     record("stamp", repr(time.time()))
     return time.time()
+
+
+@app.job(retry=Retry(attempts=3, backoff="fixed", base=0.1, jitter=0))
+def returns_when_cancelled() -> str:
+    for _ in range(600):
+        if current_job().cancel_requested:
+            return "returned after the request"
+        time.sleep(0.05)
+    return "never asked"

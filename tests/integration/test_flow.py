@@ -160,3 +160,15 @@ def test_doctor_names_a_queue_starved_by_strict_order(env: Env, app) -> None:
         h.cancel()
     assert urgent.wait(timeout=60) is JobState.SUCCEEDED
     env.stop(worker)
+
+
+def test_a_job_returning_after_its_cancellation_reached_it_ends_cancelled(env: Env, app) -> None:
+    job = app.returns_when_cancelled.enqueue()
+    worker = env.worker("--concurrency", "1", settings={"cancel_grace": "30",
+                                                        "heartbeat_interval": "0.2"})
+    wait_until(lambda: job.status() is JobState.RUNNING, 30, "running")
+    job.cancel()
+    assert job.wait(timeout=15) is JobState.CANCELLED
+    [attempt] = job.attempts()
+    assert attempt.outcome == "cancelled" and job.record().attempt == 1  # never retried
+    env.stop(worker)

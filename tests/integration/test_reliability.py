@@ -48,7 +48,7 @@ def test_an_ignored_cancellation_is_enforced_after_the_grace_period(env: Env, ap
     assert job.cancel() is JobState.RUNNING, "a running job is only asked"
     assert job.wait(timeout=10) is JobState.CANCELLED
     [attempt] = job.attempts()
-    assert attempt.outcome == "cancelled" and "not honoured" in (attempt.error_message or "")
+    assert attempt.outcome == "cancel_forced" and "not honoured" in (attempt.error_message or "")
     env.stop(worker)
 
 

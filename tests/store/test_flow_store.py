@@ -195,3 +195,31 @@ def test_rate_backlog_counts_waiting_jobs_and_recent_arrivals(store: Store) -> N
     add(store, *[rated("r", 2) for _ in range(3)], now=T0)
     add(store, *[rated("r", 2) for _ in range(2)], NewJob("plain"), now=at(100))
     assert store.rate_backlog(now=at(120)) == [RateBacklog("r", 2, 1.0, waiting=5, recent=2)]
+
+
+# --- cancellation outcomes -------------------------------------------------------------------
+@pytest.mark.parametrize("ended", [JobState.SUCCEEDED, JobState.DEAD, JobState.FAILED])
+def test_a_job_that_ended_before_its_cancellation_reached_it_finished_anyway(
+    store: Store, ended: JobState
+) -> None:
+    [(job_id, _)] = add(store, NewJob("job", max_attempts=3))
+    job = claim_one(store)
+    assert store.job_cancel(job_id, now=at(1)) is JobState.RUNNING
+    how = AttemptOutcome.SUCCEEDED if ended is JobState.SUCCEEDED else AttemptOutcome.ERROR
+    store.job_finish_many([outcome(job, ended, how, retry_at=at(60) if ended is JobState.FAILED
+                                   else None, error_class=None if ended is JobState.SUCCEEDED
+                                   else "E")], now=at(2))
+    # a success or a death stays; a failure waiting to retry is a waiting job: cancelled at once
+    after = JobState.CANCELLED if ended is JobState.FAILED else ended
+    assert get(store, job_id).state is after
+    assert [a.outcome for a in store.job_attempts(job_id)] == [AttemptOutcome.FINISHED_ANYWAY]
+
+
+def test_a_job_stopped_by_its_cancellation_keeps_its_outcome(store: Store) -> None:
+    [(job_id, _), _] = add(store, limited(), limited())
+    job = claim_one(store)
+    store.job_cancel(job_id, now=at(1))
+    store.job_finish_many([outcome(job, JobState.CANCELLED, AttemptOutcome.CANCEL_FORCED,
+                                   error_class="JobCancelled")], now=at(2))
+    assert [a.outcome for a in store.job_attempts(job_id)] == [AttemptOutcome.CANCEL_FORCED]
+    assert get(store, job_id + 1).state is JobState.READY  # its slot was given back

@@ -156,12 +156,15 @@ class StoreMachine(RuleBasedStateMachine):
         )
 
     def settle(self, job: Model, o: JobOutcome) -> None:
-        """The model of an accepted outcome."""
-        if o.state is not JobState.SUCCEEDED:
-            job.rows.append((job.attempt, o.outcome))
+        """The model of an accepted outcome. One that ended on its own while a cancellation it
+        never heard of was pending finished anyway; a failed one is then cancelled."""
+        unheard = job.cancel_requested and o.outcome is not AttemptOutcome.CANCELLED
+        if o.state is not JobState.SUCCEEDED or unheard:
+            job.rows.append((job.attempt, AttemptOutcome.FINISHED_ANYWAY if unheard else o.outcome))
         job.lost = 0
-        job.ended(o.state, self.now)
-        if o.retry_at is not None:
+        cancelled = unheard and o.state is JobState.FAILED
+        job.ended(JobState.CANCELLED if cancelled else o.state, self.now)
+        if o.retry_at is not None and not cancelled:
             job.run_at = o.retry_at
 
     @initialize()
@@ -305,7 +308,9 @@ class StoreMachine(RuleBasedStateMachine):
                 assert (got.worker_id, got.started_at) == (m.worker, m.started_at), where
             assert got.finished_at == m.finished_at, where
             rows = [(a.attempt, a.outcome) for a in self.store.job_attempts(job_id)]
-            success = [(m.attempt, AttemptOutcome.SUCCEEDED)] if m.state is JobState.SUCCEEDED else []
+            anyway = (m.attempt, AttemptOutcome.FINISHED_ANYWAY) in m.rows
+            success = [(m.attempt, AttemptOutcome.SUCCEEDED)] if (
+                m.state is JobState.SUCCEEDED and not anyway) else []
             assert rows == m.rows + success, where
 
     def teardown(self) -> None:

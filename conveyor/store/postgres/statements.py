@@ -154,23 +154,29 @@ OUTCOMES_CTE = """o AS (
         ord int, job_id bigint, lease text, state text, outcome text, result text, error text,
         error_class text, error_message text, traceback text, retry_at float8, finished_at float8)
 )"""
+# a job that failed before a pending cancellation reached its worker is cancelled, not retried
+_CANCEL_FAILED = f"j.cancel_requested AND o.state = 'failed' AND o.{s.UNHEARD}"
 DONE_CTE = f"""done AS (
-    UPDATE conveyor_jobs j SET state = o.state, result = o.result, error = o.error,
-        lease = NULL, heartbeat_at = NULL, lost_count = 0,
-        finished_at = CASE WHEN {s.state_in(FINISHED_STATES, "o.state")}
+    UPDATE conveyor_jobs j SET
+        state = CASE WHEN {_CANCEL_FAILED} THEN 'cancelled' ELSE o.state END,
+        result = o.result, error = o.error, lease = NULL, heartbeat_at = NULL, lost_count = 0,
+        finished_at = CASE WHEN {s.state_in(FINISHED_STATES, "o.state")} OR {_CANCEL_FAILED}
                            THEN COALESCE(to_timestamp(o.finished_at), {NOW}) END,
         run_at = COALESCE(to_timestamp(o.retry_at), j.run_at)
     FROM (SELECT DISTINCT ON (job_id, lease) * FROM o ORDER BY job_id, lease, ord) o
     WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = o.job_id AND j.lease = o.lease
       AND j.state = 'running'
-    RETURNING o.ord, j.attempt, j.worker_id, j.started_at, j.concurrency_key
+    RETURNING o.ord, j.attempt, j.worker_id, j.started_at, j.concurrency_key, j.cancel_requested
 )"""
 RECORDED_CTE = f"""recorded AS (
     INSERT INTO conveyor_attempts ({s.ATTEMPT_COLUMNS})
     SELECT o.job_id, done.attempt, done.worker_id, done.started_at,
-           COALESCE(to_timestamp(o.finished_at), {NOW}), o.outcome,
+           COALESCE(to_timestamp(o.finished_at), {NOW}),
+           CASE WHEN done.cancel_requested AND o.{s.UNHEARD}
+                THEN '{AttemptOutcome.FINISHED_ANYWAY}' ELSE o.outcome END,
            o.error_class, o.error_message, o.traceback
-    FROM o JOIN done USING (ord) WHERE o.outcome <> '{AttemptOutcome.SUCCEEDED}' ORDER BY ord
+    FROM o JOIN done USING (ord)
+    WHERE o.outcome <> '{AttemptOutcome.SUCCEEDED}' OR done.cancel_requested ORDER BY ord
 )"""
 FINISH = f"WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE}\nSELECT ord, concurrency_key FROM done"
 # finish then claim in ONE statement (one round trip, one commit): the CTEs touch disjoint rows,

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from ...models import JobOutcome, JobRecord, JobState
+from ...models import AttemptOutcome, JobOutcome, JobRecord, JobState
 from .. import shared
 from . import statements as sql
 from .flow import settle
@@ -34,6 +34,16 @@ def claim(
     return jobs
 
 
+def _unheard(conn: sqlite3.Connection, o: JobOutcome, at: float) -> AttemptOutcome:
+    """The attempt outcome of a job whose cancellation was pending as it finished: its own if
+    the request had reached it, else ``finished_anyway`` (and a failed one is cancelled)."""
+    if o.outcome in (AttemptOutcome.CANCELLED, AttemptOutcome.CANCEL_FORCED):
+        return o.outcome
+    if o.state is JobState.FAILED:
+        conn.execute(sql.CANCEL_FAILED, (at, o.job_id))
+    return AttemptOutcome.FINISHED_ANYWAY
+
+
 def finish(conn: sqlite3.Connection, outcomes: Sequence[JobOutcome], at: float) -> list[bool]:
     accepted, freed = [], []
     for o in outcomes:
@@ -45,10 +55,11 @@ def finish(conn: sqlite3.Connection, outcomes: Sequence[JobOutcome], at: float) 
         ok = row is not None
         if ok and row[0] is not None:  # a concurrency slot given back
             freed.append(row[0])
-        if ok and o.state is not JobState.SUCCEEDED:  # a success is the job row itself
-            conn.execute(sql.RECORD_ATTEMPT, (
+        how = _unheard(conn, o, finished) if ok and row[1] else o.outcome
+        if ok and (o.state is not JobState.SUCCEEDED or how is not o.outcome):
+            conn.execute(sql.RECORD_ATTEMPT, (  # a plain success is the job row itself
                 o.job_id, o.attempt, o.worker_id, o.started_at.timestamp(), finished,
-                str(o.outcome), o.error_class, o.error_message, o.traceback,
+                str(how), o.error_class, o.error_message, o.traceback,
             ))
         accepted.append(ok)
     if freed:

@@ -60,8 +60,10 @@ ANY_SUSPECT = f"SELECT 1 FROM conveyor_jobs WHERE {s.PICK_SUSPECT} AND queue = ?
 FINISH = (
     "UPDATE conveyor_jobs SET state = ?, result = ?, error = ?, lease = NULL,"
     " heartbeat_at = NULL, lost_count = 0, finished_at = ?, run_at = COALESCE(?, run_at)"
-    " WHERE id = ? AND lease = ? AND state = 'running' RETURNING concurrency_key"
+    " WHERE id = ? AND lease = ? AND state = 'running' RETURNING concurrency_key, cancel_requested"
 )
+# a job that failed before a pending cancellation reached its worker is cancelled, not retried
+CANCEL_FAILED = "UPDATE conveyor_jobs SET state = 'cancelled', finished_at = ? WHERE id = ?"
 RECORD_ATTEMPT = f"INSERT INTO conveyor_attempts ({s.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 RECORD_LOST = (
     f"INSERT INTO conveyor_attempts ({s.ATTEMPT_COLUMNS})"
