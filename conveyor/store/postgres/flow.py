@@ -74,13 +74,17 @@ LOCKS_DROP = "DELETE FROM conveyor_unique_locks WHERE key = ANY(%(keys)s)"
 LOCKS_PRUNE = "DELETE FROM conveyor_unique_locks WHERE until <= now()"
 
 
-def settle(conn: Conn, keys: Iterable[str | None], now: datetime | None) -> int:
-    """Admit blocked jobs of ``keys`` to their free slots; call inside a transaction."""
+def settle(
+    conn: Conn, keys: Iterable[str | None], now: datetime | None, *, count: bool = True
+) -> int:
+    """Admit blocked jobs of ``keys`` to their free slots; call inside a transaction. How many
+    were admitted (``count=False``: not read, so a pipeline need not wait for it; 0)."""
     wanted = sorted({k for k in keys if k is not None})
     if not wanted:
         return 0
     conn.execute(LOCK_KEYS, {"keys": wanted})
-    row = conn.execute(SETTLE, {"keys": wanted, "now": now}).fetchone()
+    cur = conn.execute(SETTLE, {"keys": wanted, "now": now})
+    row = cur.fetchone() if count else None
     return 0 if row is None else int(row[0])
 
 

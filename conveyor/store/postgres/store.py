@@ -145,6 +145,9 @@ class PostgresStore(PostgresCron):
         if len(jobs) < COPY_THRESHOLD and not keyed:  # one statement: autocommit is its transaction
             with self._db.connect() as conn:
                 return insert_jobs(conn, jobs, now)
+        if len(jobs) == 1 and jobs[0].concurrency_key is None and jobs[0].unique_for is None:
+            with self._db.connect() as conn:  # a lone unique job: nothing to roll back together
+                return self._insert(conn, jobs, now)
         with self._db.tx() as conn:
             return self._insert(conn, jobs, now)
 
@@ -159,12 +162,12 @@ class PostgresStore(PostgresCron):
     def _settle(self, keys: Sequence[str | None], now: datetime | None, *, blocked: bool = False) -> None:
         """Admit blocked jobs to slots just given back (``blocked``: to every key's), in a
         transaction of its own, after the change that freed them committed."""
-        if keys or blocked:
+        if blocked:
             with self._db.tx() as conn:
-                if blocked:
-                    flow.settle_blocked(conn, now)
-                else:
-                    flow.settle(conn, keys, now)
+                flow.settle_blocked(conn, now)
+        elif keys:  # pipelined: the lock, the admission and the commit in one round trip
+            with self._db.connect() as conn, conn.pipeline(), conn.transaction():
+                flow.settle(conn, keys, now, count=False)
 
     def job_get(self, job_id: int) -> JobRecord | None:
         rows = self._rows(sql.GET, (job_id,))
