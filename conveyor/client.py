@@ -32,6 +32,7 @@ from .models import (
     NewJob,
     ProcessRecord,
     QueueStats,
+    RateBacklog,
 )
 from .queues import check_queue_name
 from .store import Store, open_store, store_missing
@@ -200,6 +201,10 @@ class Client:
     def limits(self) -> builtins.list[LimitUsage]:
         """Concurrency keys in use: jobs holding a slot, jobs blocked, the key's max."""
         return self.store().limit_usage()
+
+    def rates(self) -> builtins.list[RateBacklog]:
+        """Rate keys with jobs waiting for their rate's window to have room."""
+        return self.store().rate_backlog(now=self.now())
 
     def workers(self) -> builtins.list[ProcessRecord]:
         """Registered supervisor and worker processes."""

@@ -25,6 +25,7 @@ from .models import (
     LogRecord,
     ProcessRecord,
     QueueStats,
+    RateBacklog,
 )
 
 View = dict[str, Any]
@@ -125,6 +126,11 @@ def waiting_for(job: JobRecord, usage: Sequence[LimitUsage]) -> str | None:
 
 def limit_view(u: LimitUsage) -> View:
     return {"key": u.key, "running_or_ready": u.admitted, "blocked": u.blocked, "max": u.max}
+
+
+def rate_view(r: RateBacklog) -> View:
+    return {"key": r.key, "rate": f"{r.count}/{r.period:g}s", "waiting": r.waiting,
+            "enqueued_last_minute": r.recent}
 
 
 def queue_view(stats: QueueStats, now: datetime) -> View:

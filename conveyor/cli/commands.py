@@ -15,7 +15,7 @@ from ..jobs import RESERVED, AnyJob, JobDefinition, check_priority
 from ..queues import QueueSpec, check_queue_name
 from ..settings import parse_duration
 from ..urls import redact_url
-from ..views import limit_view, queue_view, worker_view
+from ..views import limit_view, queue_view, rate_view, worker_view
 from . import output as out
 from .shell import BAD_INPUT, Failure, check_option, cli, command, json_option, now, state
 
@@ -188,12 +188,14 @@ def status(as_json: bool) -> None:
     queues = [queue_view(q, at) for q in app.client.queues()]
     workers = [worker_view(p, at, app.settings.rescue_after) for p in app.client.workers()]
     limits = [limit_view(u) for u in app.client.limits()]
+    rates = [rate_view(r) for r in app.client.rates()]
     if as_json:
-        out.print_json({"queues": queues, "workers": workers, "limits": limits})
+        out.print_json({"queues": queues, "workers": workers, "limits": limits, "rates": rates})
         return
     con = out.console()
     out.render_queues(queues, con)
     out.render_limits(limits, con)
+    out.render_rates(rates, con)
     out.render_workers(workers, con)
 
 

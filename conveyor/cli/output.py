@@ -213,6 +213,20 @@ def render_limits(rows: Sequence[dict[str, Any]], out: Console) -> None:
     out.print(table)
 
 
+def render_rates(rows: Sequence[dict[str, Any]], out: Console) -> None:
+    """Rate keys with jobs waiting for room in their window."""
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title="Waiting on rate limits", title_justify="left")
+    for name in ("key", "rate", "waiting", "enqueued_last_minute"):
+        table.add_column(name.replace("_", " "), justify="left" if name == "key" else "right")
+    for r in rows:
+        table.add_row(r["key"], r["rate"], str(r["waiting"]), str(r["enqueued_last_minute"]))
+    out.print(table)
+
+
 def _render_attempts(attempts: Sequence[dict[str, Any]], out: Console) -> None:
     from rich.text import Text
 

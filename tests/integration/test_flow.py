@@ -118,6 +118,7 @@ def test_the_cli_shows_why_a_job_is_blocked(env: Env, app) -> None:
     status = json.loads(cli(env, "status", "--json"))
     assert status["limits"] == [{"key": "k:42", "running_or_ready": 1, "blocked": 1, "max": 1}]
     assert [q["blocked"] for q in status["queues"]] == [1]
+    assert status["rates"] == []
     assert "k:42" in cli(env, "status")
 
 
@@ -129,6 +130,9 @@ def test_a_rate_holds_across_two_hosts_and_other_jobs_are_not_slowed(env: Env, a
     other = app.stamp.enqueue()
     assert other.wait(timeout=30) is JobState.SUCCEEDED
     waited = float(next(line[2] for line in env.lines() if line[1] == "stamp")) - enqueued_at
+    rates = json.loads(cli(env, "status", "--json"))["rates"]
+    assert [(r["key"], r["rate"]) for r in rates] == [(app.rated_call.name, "20/1s")]
+    assert rates[0]["waiting"] > 100
     wait_until(lambda: all(h.status() is JobState.SUCCEEDED for h in handles[-20:]), 60, "drained")
     starts = sorted(h.record().started_at.timestamp() for h in handles)  # type: ignore[union-attr]
     busiest = max(sum(1 for s in starts[i:] if s < start + 1.0) for i, start in enumerate(starts))
