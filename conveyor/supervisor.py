@@ -71,7 +71,7 @@ class Supervisor:
         self._restart_at: dict[int, float] = {}
         self._watchdog = Duty(every=0.25)
         self._store_ok = False
-        self._store_lost = False  # the store failed since the duties last ran
+        self._store_lost_at: float | None = None  # when the store failed, until it answers
         self.health: HealthServer | None = None
         if health_port is not None:
             from .health import HealthServer  # http.server only when asked for
@@ -107,7 +107,8 @@ class Supervisor:
                 beat.ok()
             except StoreError as e:
                 self._store_ok = False
-                self._store_lost = True
+                if self._store_lost_at is None:
+                    self._store_lost_at = time.monotonic()
                 self._sleep(beat.failed(e))
             self._sleep(TICK)
         self._step_down()  # before waiting for the children: another host takes over duties
@@ -252,9 +253,10 @@ class Supervisor:
             self._last_beat = time.monotonic()
         ttl = max(5.0, self.app.settings.rescue_after / 2)
         leader = store.leader_acquire(LEADER, self.id, ttl)
-        if self._store_lost and self.maintenance is not None:  # back: let workers beat first
-            self.maintenance.rescue.hold(time.monotonic())
-        self._store_lost = False
+        if self._store_lost_at is not None and self.maintenance is not None:
+            back = time.monotonic()  # let workers heartbeat first (see maintenance.rescue)
+            self.maintenance.rescue.hold(back, down=back - self._store_lost_at)
+        self._store_lost_at = None
         if leader != self._leader:
             log.info("leadership %s", "acquired" if leader else "lost",
                      extra={"supervisor": self.id})

@@ -6,9 +6,10 @@ supervisor killed with its children. With nobody to say how far they got, every 
 running (a worker_lost attempt, not charged to its retries).
 
 A store outage silences every heartbeat, so right after one every worker looks stale. The
-leader tells the service when it got the store back (``hold``): nobody is rescued until
-``rescue_after`` has passed since, time for live workers to heartbeat again. Otherwise an outage
-longer than ``rescue_after`` would run every job that was running at the time twice.
+leader tells the service when it got the store back and how long it was gone (``hold``):
+nobody is rescued until ``rescue_after`` plus that long has passed, time for live workers to
+heartbeat again (their connection pools reconnect with a backoff that grows with the outage).
+Otherwise an outage longer than ``rescue_after`` would run every job running at the time twice.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ class Rescue:
         self.rescue_after = rescue_after
         self.held_until = float("-inf")  # time.monotonic() before which nobody is rescued
 
-    def hold(self, mono: float) -> None:
-        """The store just came back (at monotonic ``mono``): heartbeats were impossible until
-        now, so judge them only once ``rescue_after`` has passed again."""
-        self.held_until = mono + self.rescue_after
+    def hold(self, mono: float, *, down: float = 0.0) -> None:
+        """The store came back at monotonic ``mono`` after ``down`` seconds: heartbeats were
+        impossible until now, so judge them only once ``rescue_after + down`` has passed."""
+        self.held_until = mono + self.rescue_after + down
 
     def run_once(self, now: datetime | None = None) -> list[int]:
         if time.monotonic() < self.held_until:
