@@ -11,7 +11,8 @@
    registered process that heartbeated within ``stale_after`` seconds (an unregistered worker is
    judged by the job's own heartbeat), which leaves a dead worker's jobs that long to be rescued;
 4. nothing is ``dead`` that never ran: a dead job has at least one attempt that ran, i.e. one whose
-   outcome is not ``shutdown`` (a job handed back unstarted has no attempt row, or a shutdown one).
+   outcome is not ``shutdown`` (a job handed back unstarted has no attempt row, or a shutdown one);
+5. no concurrency key has more jobs holding a slot (ready or running) than its max.
 
 ``find_violations`` returns the same list without raising, for callers that count them.
 """
@@ -80,6 +81,8 @@ def _violations(
             outcomes = ", ".join(a.outcome for a in attempts) or "no attempts"
             problems.append(f"{_name(job)}: dead but never ran ({outcomes}); error: {job.error}")
     problems += _unclaimed_running(store, workers_stopped, stale_after, now)
+    problems += [f"concurrency key {u.key!r}: {u.admitted} jobs hold a slot, max {u.max}"
+                 for u in store.limit_usage() if u.admitted > u.max]
     return problems
 
 
