@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -101,8 +101,8 @@ class Connections:
         self._leaders: dict[tuple[str, str], tuple[Conn, bool]] = {}
         self._leader_lock = threading.Lock()
         self._last_used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
-        self._claimer: Conn | None = None
-        self._claimer_lock = threading.Lock()
+        self.claimer = Dedicated(self)
+        self.beater = Dedicated(self)
 
     # --- errors ---------------------------------------------------------------------------------
     def unavailable(self, error: BaseException) -> StoreUnavailable:
@@ -178,41 +178,17 @@ class Connections:
         with self.connect() as conn, conn.transaction():
             yield conn
 
-    # --- the claim loop's connection ------------------------------------------------------------
-    @contextmanager
-    def hot(self) -> Iterator[Conn]:
-        """The connection of the worker's claim loop: its own rather than the pool's, since a
-        pool checkout and return costs about as much Python as the claim itself. Checked like
-        a pooled one, replaced after an error; a second thread claiming at once uses the pool."""
-        if not self._claimer_lock.acquire(blocking=False):
-            with self.connect() as conn:
-                yield conn
-            return
-        try:
-            with self.errors():
-                hot = self._fresh_claimer()
-                try:
-                    yield hot
-                except psycopg.Error:
-                    self._claimer = None
-                    close_quietly(hot)
-                    raise
-                finally:
-                    self._last_used[hot] = time.monotonic()
-        finally:
-            self._claimer_lock.release()
+    # --- connections of their own: the claim loop's and the heartbeat's ------------------------
+    def hot(self) -> AbstractContextManager[Conn]:
+        """The claim loop's connection: a pool checkout and return costs about as much Python
+        as the claim itself."""
+        return self.claimer.use()
 
-    def _fresh_claimer(self) -> Conn:
-        hot = self._claimer
-        if hot is not None and not hot.closed:
-            try:
-                self._check_if_idle(hot)
-            except psycopg.Error:
-                close_quietly(hot)
-                hot = None
-        if hot is None or hot.closed:
-            hot = self._claimer = psycopg.connect(self.conninfo, autocommit=True)
-        return hot
+    def beat(self) -> AbstractContextManager[Conn]:
+        """The heartbeat's connection: after an outage the pool reconnects with a backoff that
+        grows with the outage, and a heartbeat waiting behind it would make a live worker look
+        dead to the leader; this one reconnects on its next use."""
+        return self.beater.use()
 
     # --- leader sessions ------------------------------------------------------------------------
     def leader_acquire(self, name: str, holder: str) -> bool:
@@ -281,10 +257,57 @@ class Connections:
         with self._listen_lock:
             listener, self._listener = self._listener, None
         close_quietly(listener)
-        with self._claimer_lock:
-            claimer, self._claimer = self._claimer, None
-        close_quietly(claimer)
+        self.claimer.close()
+        self.beater.close()
         with self._leader_lock:
             leaders, self._leaders = list(self._leaders.values()), {}
         for conn, _ in leaders:
             close_quietly(conn)
+
+
+class Dedicated:
+    """A connection of one duty's own, not the pool's. Checked like a pooled one when idle,
+    replaced after an error, reconnected on its next use; a second thread wanting it at the
+    same moment gets a pooled connection instead."""
+
+    def __init__(self, owner: Connections) -> None:
+        self._owner = owner
+        self._conn: Conn | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def use(self) -> Iterator[Conn]:
+        if not self._lock.acquire(blocking=False):
+            with self._owner.connect() as conn:
+                yield conn
+            return
+        try:
+            with self._owner.errors():
+                conn = self._fresh()
+                try:
+                    yield conn
+                except psycopg.Error:
+                    self._conn = None
+                    close_quietly(conn)
+                    raise
+                finally:
+                    self._owner._last_used[conn] = time.monotonic()
+        finally:
+            self._lock.release()
+
+    def _fresh(self) -> Conn:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                self._owner._check_if_idle(conn)
+            except psycopg.Error:
+                close_quietly(conn)
+                conn = None
+        if conn is None or conn.closed:
+            conn = self._conn = psycopg.connect(self._owner.conninfo, autocommit=True)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        close_quietly(conn)

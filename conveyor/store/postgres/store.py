@@ -358,7 +358,8 @@ class PostgresStore(PostgresCron):
         ))
 
     def process_heartbeat(self, process_id: str, *, now: datetime | None = None) -> list[HeldJob]:
-        rows = self._rows(sql.HEARTBEAT, {"now": now, "id": process_id})
+        with self._db.beat() as conn:
+            rows = conn.execute(sql.HEARTBEAT, {"now": now, "id": process_id}).fetchall()
         return [HeldJob(r[0], r[1], bool(r[2])) for r in rows]
 
     def process_deregister(self, process_id: str) -> None:
