@@ -1,16 +1,18 @@
 """Stores: ``open_store(url)`` and ``store_missing(url)`` are the only places that look at the
-URL scheme. Whatever else differs between backends is a flag of ``store.capabilities``."""
+URL scheme. Both backends offer the same behaviour behind the same methods; nothing outside
+the store packages asks which one it has (a backend difference that callers must know about
+would become a flag here, asked of the store, never a URL check)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .base import SCHEMA_VERSION, Capabilities, Store
+from .base import SCHEMA_VERSION, Store
 from .shared import check_schema_version
 
 __all__ = [
-    "SCHEMA_VERSION", "Capabilities", "Store", "check_schema_version", "open_store", "store_missing",
+    "SCHEMA_VERSION", "Store", "check_schema_version", "open_store", "store_missing",
 ]
 
 

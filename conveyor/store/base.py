@@ -34,21 +34,9 @@ from ..models import (
 SCHEMA_VERSION = 6
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend can do; callers ask this instead of checking the URL."""
-
-    listen_notify: bool = False  # wake-ups pushed by the database
-    skip_locked: bool = False  # concurrent claimers never wait on each other
-    advisory_locks: bool = False  # leadership without a lease table
-    multi_host: bool = False  # workers may run on several hosts
-    transactional_enqueue: bool = True  # enqueue(connection=...) joins the caller's transaction
-
-
 @runtime_checkable
 class Store(Protocol):
     url: str
-    capabilities: Capabilities
 
     def close(self) -> None: ...
 

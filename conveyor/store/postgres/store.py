@@ -37,7 +37,7 @@ from ...models import (
     RateBacklog,
 )
 from .. import shared
-from ..base import Capabilities, HealthFacts
+from ..base import HealthFacts
 from . import flow, rates
 from . import statements as sql
 from .connections import Connections
@@ -83,11 +83,6 @@ def _any(values: Sequence[Any]) -> tuple[str, list[Any]]:
 
 
 class PostgresStore(PostgresCron):
-    capabilities = Capabilities(
-        listen_notify=True, skip_locked=True, advisory_locks=True, multi_host=True,
-        transactional_enqueue=True,
-    )
-
     def __init__(self, url: str) -> None:
         self.url = url
         self._db = Connections(url)

@@ -33,7 +33,7 @@ from ...models import (
     RateBacklog,
 )
 from .. import shared
-from ..base import Capabilities, HealthFacts
+from ..base import HealthFacts
 from . import statements as sql
 from .attempts import claim as _claim
 from .attempts import dt as _dt
@@ -56,8 +56,6 @@ def _in_list(values: Sequence[Any]) -> tuple[str, list[Any]]:
 
 
 class SQLiteStore(SQLiteCron):
-    capabilities = Capabilities(transactional_enqueue=True)
-
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = sqlite_path(url)
