@@ -84,11 +84,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def enqueue_one(url: str, n: int) -> float:
+def enqueue_one(url: str, n: int, job: str = "noop") -> float:
     jobs = use(url)
+    enqueue = getattr(jobs, job).enqueue
     start = time.perf_counter()
     for i in range(n):
-        jobs.noop.enqueue(i)
+        enqueue(i)
     return n / (time.perf_counter() - start)
 
 
@@ -114,7 +115,7 @@ def postgres_available() -> bool:
 
 SYSTEMS = ["conveyor-sqlite", "conveyor-postgres", "celery", "rq", "dramatiq", "huey", "arq", "saq",
            "procrastinate", "pgqueuer"]
-EXTRAS = ["raw", "scale", "memory"]
+EXTRAS = ["raw", "scale", "memory", "flow"]
 METRICS = ["enqueue_one", "enqueue_bulk", "drain", "latency"]
 RETRY_PAUSE = 10.0  # s before a failed run is tried again
 REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
@@ -421,6 +422,12 @@ def main() -> None:
                 scale_rows.append(f"| {system.split('-')[1]} | {e:,.0f} | {f:,.0f} | {change:+.1f}% |")
             print(scale_rows[-1], flush=True)
 
+    flow_lines: list[str] = []
+    if not wanted or "flow" in wanted or "conveyor" in wanted:
+        from bench import flow
+
+        flow_lines = flow.section(bench, args, one_by_one, pg_version, fmt_rate)
+
     mem_rows: list[str] = []
     if args.memory_jobs and (not wanted or "memory" in wanted):
         r = bench.once("memory", "rss", args.memory_jobs, 900)
@@ -495,6 +502,7 @@ def main() -> None:
             "ANALYZE) and the fill checkpointed (CHECKPOINT / wal_checkpoint), so that the timed drain "
             "does not pay for the fill's own writes. The two alternate, run by run.",
         ]
+    lines += flow_lines
     if mem_rows:
         lines += [
             "",

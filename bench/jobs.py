@@ -1,4 +1,4 @@
-"""The benchmark workload: a no-op job with one int argument."""
+"""The benchmark workload: a no-op job with one int argument (and the same job kept unique)."""
 
 from __future__ import annotations
 
@@ -9,4 +9,9 @@ app = Conveyor()
 
 @app.job
 def noop(i: int) -> None:
+    return None
+
+
+@app.job(unique=True)
+def noop_unique(i: int) -> None:
     return None

@@ -45,6 +45,14 @@ def enqueue_one(n: int) -> float:
         return conveyor_enqueue_one(url, n)
 
 
+def enqueue_unique(n: int) -> float:
+    """enqueue_one of the same job defined with unique=True (distinct args: every job is created)."""
+    from bench.__main__ import enqueue_one as conveyor_enqueue_one
+
+    with _store() as url:
+        return conveyor_enqueue_one(url, n, "noop_unique")
+
+
 def enqueue_bulk(n: int) -> float:
     from bench.__main__ import enqueue_bulk as conveyor_enqueue_bulk
 
@@ -67,12 +75,13 @@ def _probe_app(url: str):  # type: ignore[no-untyped-def]
     return conveyor_probe
 
 
-def _drain(url: str, n: int) -> float:
+def _drain(url: str, n: int, job: str = "noop") -> float:
     probe = _probe_app(url)
+    prepare = getattr(probe, job).prepare
 
     def fill(n: int) -> None:
         for first in range(0, n, 1000):
-            probe.app.enqueue_many([probe.noop.prepare(i) for i in range(first, min(n, first + 1000))])
+            probe.app.enqueue_many([prepare(i) for i in range(first, min(n, first + 1000))])
         probe.app.close()  # the client holds no connection while the worker runs
 
     env = {"CONVEYOR_DATABASE_URL": url, "CONVEYOR_LOG_LEVEL": "WARNING"}
@@ -82,6 +91,12 @@ def _drain(url: str, n: int) -> float:
 def drain(n: int) -> float:
     with _store() as url:
         return _drain(url, n)
+
+
+def drain_keyed(n: int) -> float:
+    """drain() of jobs that each carry a concurrency key (max 1), 100 distinct keys."""
+    with _store() as url:
+        return _drain(url, n, "noop_keyed")
 
 
 HISTORY_FINISHED = int(os.environ.get("BENCH_HISTORY_FINISHED", "1000000"))
