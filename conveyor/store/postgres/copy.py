@@ -26,34 +26,25 @@ def _number(value: float | None) -> str:
 
 
 def copy_rows(ids: Sequence[int], jobs: Sequence[NewJob], at: datetime) -> tuple[str, bool]:
-    """The COPY text of ``jobs`` under ``ids`` (statements.COPY_JOBS's columns) created at
-    ``at``, and whether any of them is ready at once."""
+    """The COPY text of ``jobs`` under ``ids`` created at ``at`` (statements.COPY_JOBS_PLAIN's
+    columns when none uses flow control, else COPY_JOBS's), and whether any is ready at once."""
     ready = False
     stamp = at.isoformat()
+    plain = shared.plain(jobs)
     lines = []
-    if shared.plain(jobs):  # statements.COPY_JOBS_PLAIN's columns
-        for job_id, j in zip(ids, jobs, strict=True):
-            state = "ready" if j.run_at is None or j.run_at <= at else "scheduled"
-            ready = ready or state == "ready"
-            lines.append("\t".join((
-                str(job_id), copy_text(j.name), copy_text(j.queue), str(int(j.priority)), state,
-                copy_text(j.args), copy_text(j.kwargs), str(int(j.max_attempts)),
-                "\\N" if j.timeout is None else repr(float(j.timeout)),
-                stamp if j.run_at is None else j.run_at.isoformat(), stamp,
-            )))
-        lines.append("")
-        return "\n".join(lines), ready
     for job_id, j in zip(ids, jobs, strict=True):
         state = shared.state_on_insert(j, j.run_at is None or j.run_at <= at)
         ready = ready or state == "ready"
-        lines.append("\t".join((
+        fields = [
             str(job_id), copy_text(j.name), copy_text(j.queue), str(int(j.priority)), state,
             copy_text(j.args), copy_text(j.kwargs), str(int(j.max_attempts)),
             "\\N" if j.timeout is None else repr(float(j.timeout)),
             stamp if j.run_at is None else j.run_at.isoformat(), stamp,
-            copy_text(j.unique_key), copy_text(j.concurrency_key),
-            _number(j.concurrency_max), copy_text(j.rate_key), _number(j.rate_count),
-            _number(j.rate_period),
-        )))
+        ]
+        if not plain:
+            fields += (copy_text(j.unique_key), copy_text(j.concurrency_key),
+                       _number(j.concurrency_max), copy_text(j.rate_key), _number(j.rate_count),
+                       _number(j.rate_period))
+        lines.append("\t".join(fields))
     lines.append("")
     return "\n".join(lines), ready
