@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from ..app import Conveyor
 
 log = logging.getLogger("conveyor.worker")
-UNSTARTED_REASON = "claimed ahead of a free slot and not started before the worker stopped"
 
 
 class Worker:
@@ -269,7 +268,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         unstarted = self.hand.take_waiting()  # claimed ahead, never started: back at once
         if unstarted:
-            self._release(unstarted, UNSTARTED_REASON, started=False, level=logging.INFO,
+            self._release(unstarted, started=False, level=logging.INFO,
                           said="returned jobs claimed ahead and not started")
             self.hand.let_go(unstarted)
         if self.busy:
