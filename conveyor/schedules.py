@@ -125,7 +125,17 @@ class Schedules:
         for info in self.list():
             if info.name == name:
                 return info
-        raise UnknownSchedule(f"no schedule named {name!r}")
+        raise self._unknown(name)
+
+    def _unknown(self, name: str) -> UnknownSchedule:
+        """No such schedule, with the name meant when only the module part was left out."""
+        known = sorted(set(self.registry.names()) | {s.name for s in self._store().cron_list()})
+        near = [k for k in known if k.rsplit(":", 1)[-1] == name]
+        if near:
+            hint = f"; did you mean {near[0]!r}?"
+        else:
+            hint = f"; known: {', '.join(known[:10])}" if known else "; none is defined"
+        return UnknownSchedule(f"no schedule named {name!r}{hint}")
 
     def history(
         self, name: str, *, limit: int = 100, before: datetime | None = None
@@ -150,7 +160,7 @@ class Schedules:
             return
         code = self.registry.get(name)
         if code is None:
-            raise UnknownSchedule(f"no schedule named {name!r}")
+            raise self._unknown(name)
         self._register(code)  # defined, not yet seen by a scheduler: it is from now on
         store.cron_set_paused(name, paused, now=now)
 
@@ -167,7 +177,7 @@ class Schedules:
             self._register(code)
             job_id = store.cron_run_now(name, code.new_job(), now=self._now())
         if job_id is None:
-            raise UnknownSchedule(f"no schedule named {name!r}")
+            raise self._unknown(name)
         return self._handle(job_id)
 
     def _register(self, code: CronSchedule) -> None:

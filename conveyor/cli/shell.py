@@ -84,7 +84,7 @@ def load_app(path: str) -> Conveyor:
         obj = getattr(obj, part)
     if not isinstance(obj, Conveyor):
         raise ConfigurationError(
-            f"--app {path}: {attr!r} is a {type(obj).__name__}, not a Conveyor instance"
+            f"--app {path}: {attr!r} is of type {type(obj).__name__}, not a Conveyor instance"
         )
     return obj
 

@@ -148,7 +148,7 @@ def test_pause_resume_run_history_and_orphans(store_url: str) -> None:
         assert app.schedules.history("retired") == []
         with pytest.raises(InvalidState, match="orphaned"):
             app.schedules.run("retired")
-        with pytest.raises(UnknownSchedule):
+        with pytest.raises(UnknownSchedule, match=r"known: .*retired"):
             app.schedules.pause("nope")
         with pytest.raises(UnknownSchedule):
             app.schedules.history("nope")
