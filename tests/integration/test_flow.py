@@ -133,7 +133,8 @@ def test_a_rate_holds_across_two_hosts_and_other_jobs_are_not_slowed(env: Env, a
     rates = json.loads(cli(env, "status", "--json"))["rates"]
     assert [(r["key"], r["rate"]) for r in rates] == [(app.rated_call.name, "20/1s")]
     assert rates[0]["waiting"] > 100
-    wait_until(lambda: all(h.status() is JobState.SUCCEEDED for h in handles[-20:]), 60, "drained")
+    # jobs over the rate go back to wait, so they need not finish in id order: wait for all
+    wait_until(lambda: all(h.status() is JobState.SUCCEEDED for h in handles), 60, "drained")
     starts = sorted(h.record().started_at.timestamp() for h in handles)  # type: ignore[union-attr]
     busiest = max(sum(1 for s in starts[i:] if s < start + 1.0) for i, start in enumerate(starts))
     took = starts[-1] - starts[0]
