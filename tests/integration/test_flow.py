@@ -46,9 +46,9 @@ def run_all(env: Env, job, per_key_max: int) -> tuple[dict[str, list[tuple[float
     assert {h.status() for h in handles[:KEYS * per_key_max]} == {JobState.READY}
     assert {h.status() for h in handles[KEYS * per_key_max:]} == {JobState.BLOCKED}
     workers = [env.worker("--concurrency", "8") for _ in range(3)]
-    wait_until(lambda: all(h.status() is JobState.SUCCEEDED for h in handles[-KEYS:]), 120,
+    # with max=2 a key's last two jobs run side by side and may end in either order
+    wait_until(lambda: all(h.status() is JobState.SUCCEEDED for h in handles), 120,
                "every job done")
-    assert all(h.status() is JobState.SUCCEEDED for h in handles)
     runs = intervals(env)
     first = min(s for r in runs.values() for s, _ in r)
     last = max(e for r in runs.values() for _, e in r)
