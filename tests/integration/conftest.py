@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,13 @@ def _group_alive(pgid: int) -> bool:
 def env(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     """Worker processes for one test; at teardown every one is stopped (SIGTERM, then waited
     for) and the store must satisfy the invariants of tests/invariants.py."""
+    with env_on(store_url, tmp_path, monkeypatch) as e:
+        yield e
+
+
+@contextmanager
+def env_on(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """What ``env`` does, for any store URL (the outage tests use a private server's)."""
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", store_url)
     monkeypatch.setenv("CONVEYOR_TEST_LOG", str(tmp_path / "executions.log"))
     import jobsapp

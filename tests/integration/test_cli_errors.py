@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cli import assert_one_line_error
 
 from conveyor.models import JobFilter
 from conveyor.store import Store, open_store
@@ -67,14 +68,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
 
 def one_line_error(r: Result, *fragments: str) -> str:
     """Exit 2, exactly one ``error: ...`` line on stderr, nothing on stdout, no traceback."""
-    assert r.code == 2, r
-    lines = r.err.strip().splitlines()
-    assert len(lines) == 1, r.err
-    assert lines[0].startswith("error: "), r.err
-    assert r.out == "", r.out
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    return assert_one_line_error(r, 2, *fragments)  # type: ignore[arg-type]
 
 
 class Project:

@@ -12,16 +12,14 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from conftest import Env, wait_until
+from conftest import Env, env_on, wait_until
 
 from bench.pgcluster import PrivateCluster
 from conveyor import Conveyor, JobState
 from tests import pgcluster
-from tests.invariants import check_invariants
 
 # the shared server at CONVEYOR_TEST_DATABASE_URL, for tests that leave it running
 on_postgres = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
@@ -86,22 +84,8 @@ def test_leadership_moves_when_the_leader_dies(env: Env, app) -> None:
 def outage_env(private_pg_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     """``env`` (conftest) on a database of the private cluster, the one server a test may stop;
     the same teardown: every worker stopped, then the invariants checked."""
-    import jobsapp
-
-    monkeypatch.setenv("CONVEYOR_DATABASE_URL", private_pg_url)
-    monkeypatch.setenv("CONVEYOR_TEST_LOG", str(tmp_path / "executions.log"))
-    jobsapp.app.settings = replace(jobsapp.app.settings, database_url=private_pg_url)
-    jobsapp.app.close()
-    e = Env(private_pg_url, tmp_path)
-    yield e
-    try:
-        stubborn = e.stop_all()
-        jobsapp.app.close()
-        check_invariants(private_pg_url, workers_stopped=True)
-        assert not stubborn, stubborn
-    finally:
-        e.cleanup()
-        jobsapp.app.close()
+    with env_on(private_pg_url, tmp_path, monkeypatch) as e:
+        yield e
 
 
 @pytest.mark.parametrize(("mode", "rescue_after"), [
