@@ -1,0 +1,2 @@
+// conveyor dashboard: small progressive enhancements; every page works without it.
+"use strict";
