@@ -216,3 +216,19 @@ def returns_when_cancelled() -> str:
             return "returned after the request"
         time.sleep(0.05)
     return "never asked"
+
+
+@app.job
+def reports_progress(flag: str) -> str:
+    """Half done at once; finishes once the file ``flag`` exists (the browser tests watch it)."""
+    current_job().progress(50, "halfway")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    current_job().progress(100, "done")
+    return "finished"
+
+
+@app.job(retry=Retry(attempts=1))
+def fails_at_once(n: int) -> None:
+    raise RuntimeError(f"card {n} declined")
