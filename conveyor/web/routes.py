@@ -120,13 +120,14 @@ async def logout(request: Request) -> Response:
 
 
 def build(app: Conveyor, gate: Gate, *, enqueue: bool = True) -> Starlette:
-    from . import api, pages
+    from . import api, live, pages
 
     routes: list[BaseRoute] = [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login_submit, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         *api.routes(),
+        *live.routes(),
         *pages.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
