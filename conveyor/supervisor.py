@@ -13,10 +13,11 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import executor
 from .clock import utcnow
@@ -40,6 +41,15 @@ QUICK_DEATH = 1.0  # seconds: a child that dies younger than this counts towards
 _inherited: list[Any] = []  # the parent's store objects, kept unclosed in a forked child
 
 
+class Served(Protocol):
+    """A server the supervisor answers from its loop (``/metrics``); a child closes its socket."""
+
+    server: Any
+
+    def poll(self) -> None: ...
+    def close(self) -> None: ...
+
+
 @dataclass
 class Child:
     slot: int
@@ -52,7 +62,7 @@ class Supervisor:
     def __init__(
         self, app: Conveyor, *, processes: int = 1, concurrency: int = 10,
         queues: QueueSpec | None = None, health_port: int | None = None,
-        health_host: str = "0.0.0.0",
+        health_host: str = "0.0.0.0", servers: Sequence[Served] = (),
     ) -> None:
         if processes < 1 or concurrency < 1:
             raise ValueError("processes and concurrency must be >= 1")
@@ -77,6 +87,7 @@ class Supervisor:
             from .health import HealthServer  # http.server only when asked for
 
             self.health = HealthServer(health_host, health_port, live=self._live, ready=self._ready)
+        self.servers = list(servers)  # e.g. /metrics: polled between ticks like the probes
         # worker id -> why it died and what it held, until its jobs are rescued
         self._orphans: dict[str, tuple[str, dict[int, Held]]] = {}
 
@@ -133,6 +144,8 @@ class Supervisor:
         while True:
             if self.health is not None:
                 self.health.poll()
+            for server in self.servers:
+                server.poll()
             left = deadline - time.monotonic()
             if left <= 0 or self._stopping:
                 return
@@ -361,6 +374,8 @@ class Supervisor:
         self.app.close()
         if self.health is not None:
             self.health.close()
+        for server in self.servers:
+            server.close()
         log.info("supervisor stopped", extra={"supervisor": self.id})
 
 
@@ -368,6 +383,8 @@ def _child_main(app: Conveyor, worker_id: str, parent: Supervisor, ledger: Ledge
     _inherited.append(app.use_store(None))  # the parent's: never touch or close them
     if parent.health is not None:
         parent.health.server.socket.close()  # the probe port is the supervisor's alone
+    for server in parent.servers:
+        server.server.socket.close()
     worker = Worker(app, worker_id=worker_id, queues=parent.queues,
                     concurrency=parent.concurrency, supervisor_id=parent.id, ledger=ledger)
     interrupts = {"n": 0}

@@ -1,8 +1,8 @@
 """The ``conveyor`` command: a thin shell over the app's client, ``views`` and ``doctor``.
 
 ``shell`` holds what every command shares; ``commands`` (migrate, worker, enqueue, status,
-demo), ``jobs`` (jobs and queues) and ``doctor`` add theirs to the ``cli`` group; ``output``
-draws tables.
+demo), ``jobs`` (jobs and queues), ``doctor`` and ``web`` (dashboard) add theirs to the ``cli``
+group; ``output`` draws tables.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ import sys
 import click
 
 from ..errors import ConveyorError
-from . import commands, cron, doctor, jobs
+from . import commands, cron, doctor, jobs, web
 from .output import one_line
 from .shell import Failure, State, cli, exit_code, load_app
 
-__all__ = ["Failure", "State", "cli", "commands", "cron", "doctor", "exit_code", "jobs", "load_app", "main"]
+__all__ = [
+    "Failure", "State", "cli", "commands", "cron", "doctor", "exit_code", "jobs", "load_app", "main",
+    "web",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

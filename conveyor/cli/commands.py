@@ -18,6 +18,7 @@ from ..urls import redact_url
 from ..views import limit_view, queue_view, rate_view, worker_view
 from . import output as out
 from .shell import BAD_INPUT, Failure, check_option, cli, command, json_option, now, state
+from .web import serve_metrics
 
 
 @command(cli, "migrate")
@@ -40,9 +41,13 @@ def migrate() -> None:
               help="Serve /livez and /readyz on this port.")
 @click.option("--health-host", default=None, metavar="HOST",
               help="Address for --health-port (default: all interfaces).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus /metrics (every host's jobs, read from the store) on this port.")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, metavar="HOST",
+              help="Address for --metrics-port.")
 def worker(
     processes: int, concurrency: int, queues: str | None, strict: bool,
-    health_port: int | None, health_host: str | None,
+    health_port: int | None, health_host: str | None, metrics_port: int | None, metrics_host: str,
 ) -> NoReturn:
     """Run workers until SIGTERM / SIGINT (creates the schema on an empty store)."""
     from .. import logs
@@ -55,11 +60,12 @@ def worker(
     health: dict[str, Any] = {} if health_port is None else {"health_port": health_port}
     if health_host is not None:
         health["health_host"] = health_host
+    servers = [] if metrics_port is None else [serve_metrics(app, metrics_host, metrics_port)]
     logs.configure(s.log_format or app.settings.log_format, app.settings.log_level)
     from ..supervisor import Supervisor
 
     supervisor = Supervisor(
-        app, processes=processes, concurrency=concurrency, queues=spec, **health
+        app, processes=processes, concurrency=concurrency, queues=spec, servers=servers, **health
     )
     click.get_current_context().exit(supervisor.run())
 
