@@ -199,14 +199,18 @@ def _class_name(error: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 def _report(call: Call, outcome: JobOutcome) -> None:
-    ms = (time.perf_counter() - call.started) * 1000 if call.started else 0.0
-    job = call.job
-    if outcome.state is JobState.SUCCEEDED:
-        if log.isEnabledFor(logging.INFO):
-            log.info("job succeeded", extra=_fields(job, ms, outcome))
+    """The job's line (SPEC §7). Made without ``Logger.info``'s search of the stack for the
+    caller (which would find this function on every line): one record, straight to the handlers."""
+    level = _LEVEL_OF.get(outcome.state, logging.ERROR)
+    if not log.isEnabledFor(level):
         return
-    level = logging.WARNING if outcome.state is JobState.FAILED else logging.ERROR
-    log.log(level, "job %s", _verb(outcome.state), extra=_fields(job, ms, outcome))
+    ms = (time.perf_counter() - call.started) * 1000 if call.started else 0.0
+    message = "job succeeded" if level == logging.INFO else f"job {_verb(outcome.state)}"
+    log.handle(log.makeRecord(log.name, level, __file__, 0, message, (), None,
+                              extra=_fields(call.job, ms, outcome)))
+
+
+_LEVEL_OF = {JobState.SUCCEEDED: logging.INFO, JobState.FAILED: logging.WARNING}
 
 def _verb(state: JobState) -> str:
     return {JobState.FAILED: "failed, will retry", JobState.DEAD: "dead",

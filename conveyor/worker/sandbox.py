@@ -17,7 +17,7 @@ import signal
 from datetime import datetime
 from typing import Any
 
-from .. import executor
+from .. import executor, logs
 from ..models import AttemptOutcome, JobOutcome, JobState
 from ..store import open_store
 
@@ -66,6 +66,8 @@ def _child(rt: executor.Runtime, url: str, call: executor.Call, out: int,
         return 0
     except BaseException:
         return 70
+    finally:
+        logs.flush()  # this process leaves through os._exit, past atexit
 
 
 def _die_with_parent(parent: int) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .. import executor
+from .. import executor, logs
 from ..clock import utcnow
 from ..errors import MemoryExceeded, StoreError
 from ..models import SUSPECT_AT, JobOutcome, JobRecord, JobState, ProcessRecord
@@ -106,6 +106,7 @@ class Worker:
                 self._shutdown(completer)
             finally:
                 self._gone.set()
+                logs.flush()  # a worker process leaves through os._exit, past atexit
         return self._exit_code
 
     def _register(self) -> None:
@@ -260,6 +261,7 @@ class Worker:
         except StoreError as e:  # the supervisor's rescue deals with what is left
             log.error("could not record everything before replacing the worker",
                       extra={"error": str(e)})
+        logs.flush()
         os._exit(EXIT_REPLACE)
 
     # --- shutdown -------------------------------------------------------------------------
