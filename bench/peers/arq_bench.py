@@ -24,7 +24,7 @@ REDIS = RedisSettings.from_dsn(common.REDIS_URL)
 
 
 async def noop(ctx: dict, i: int) -> None:  # type: ignore[type-arg]
-    common.hit(i)
+    await common.hit_async(i)
 
 
 class WorkerSettings:

@@ -21,6 +21,11 @@ The probe (one method for every system, conveyor included): the job's first stat
 client takes ``time.time()`` just before each enqueue call. Enqueue→start latency is the
 difference; the drain is finished when the file has n lines. Jobs append only when the variable
 is set, so the cost is one open/write/close per job for every system alike.
+
+The round-trip job (``BENCH_ROUNDTRIP=1`` in the worker's environment, see ``roundtrip``): before
+that append, the job sends one pipelined Redis INCR/SETNX/SET and waits for the reply, as a job
+that touches a cache or an API would. Sync jobs use redis-py, async ones (``hit_async``) its asyncio
+client, each with one connection pool per process.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,10 +67,58 @@ NOTES: list[str] = []
 # ---------------------------------------------------------------- probe (runs inside the job)
 
 _probe_path = os.environ.get("BENCH_PROBE_FILE")
+ROUNDTRIP = os.environ.get("BENCH_ROUNDTRIP") == "1"
+ROUNDTRIP_KEY = "bench:roundtrip"
+_rt_lock = threading.Lock()
+_rt_sync: Any = None
+_rt_async: dict[int, Any] = {}  # id(event loop) -> its asyncio client
+
+
+def roundtrip(i: int) -> None:
+    """One pipelined INCR/SETNX/SET on Redis: one round trip (the round-trip job's work)."""
+    global _rt_sync
+    if _rt_sync is None:
+        with _rt_lock:
+            if _rt_sync is None:
+                _rt_sync = redis_client()
+    pipe = _rt_sync.pipeline(transaction=False)
+    pipe.incr(ROUNDTRIP_KEY + ":count")
+    pipe.setnx(ROUNDTRIP_KEY + ":first", i)
+    pipe.set(ROUNDTRIP_KEY + ":last", i)
+    pipe.execute()
+
+
+async def roundtrip_async(i: int) -> None:
+    import asyncio
+
+    import redis.asyncio
+
+    loop = id(asyncio.get_running_loop())
+    client = _rt_async.get(loop)
+    if client is None:
+        client = _rt_async[loop] = redis.asyncio.Redis.from_url(REDIS_URL)
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(ROUNDTRIP_KEY + ":count")
+    pipe.setnx(ROUNDTRIP_KEY + ":first", i)
+    pipe.set(ROUNDTRIP_KEY + ":last", i)
+    await pipe.execute()
+
+
+async def hit_async(i: int) -> None:
+    """``hit`` for async jobs: the round trip (if on) through the asyncio client, then the append."""
+    if ROUNDTRIP:
+        await roundtrip_async(i)
+    _append(i)
 
 
 def hit(i: int) -> None:
-    """First statement of every benchmark job, in every system."""
+    """First statement of every benchmark job, in every system (after the round trip, if on)."""
+    if ROUNDTRIP:
+        roundtrip(i)
+    _append(i)
+
+
+def _append(i: int) -> None:
     if _probe_path:
         fd = os.open(_probe_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

@@ -75,7 +75,16 @@ def _probe_app(url: str):  # type: ignore[no-untyped-def]
     return conveyor_probe
 
 
-def _drain(url: str, n: int, job: str = "noop") -> float:
+def _env(url: str, logging: bool) -> dict[str, str]:
+    """The worker's environment: per-job logging off (WARNING), or conveyor's default (INFO)."""
+    os.environ.pop("CONVEYOR_LOG_LEVEL", None)  # the workers inherit this process's environment
+    env = {"CONVEYOR_DATABASE_URL": url}
+    if not logging:
+        env["CONVEYOR_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def _drain(url: str, n: int, job: str = "noop", logging: bool = False) -> float:
     probe = _probe_app(url)
     prepare = getattr(probe, job).prepare
 
@@ -84,13 +93,18 @@ def _drain(url: str, n: int, job: str = "noop") -> float:
             probe.app.enqueue_many([prepare(i) for i in range(first, min(n, first + 1000))])
         probe.app.close()  # the client holds no connection while the worker runs
 
-    env = {"CONVEYOR_DATABASE_URL": url, "CONVEYOR_LOG_LEVEL": "WARNING"}
-    return common.drain_with(n, fill, _worker_args(), env)
+    return common.drain_with(n, fill, _worker_args(), _env(url, logging))
 
 
 def drain(n: int) -> float:
     with _store() as url:
         return _drain(url, n)
+
+
+def drain_default(n: int) -> float:
+    """drain() with the default logging: one INFO line per job event, to the worker's log file."""
+    with _store() as url:
+        return _drain(url, n, logging=True)
 
 
 def drain_keyed(n: int) -> float:
@@ -159,11 +173,15 @@ def _fill_history(url: str, finished: int, scheduled: int) -> None:
     conn.close()
 
 
-def latency(n: int) -> tuple[float, float, float]:
+def latency(n: int, logging: bool = False) -> tuple[float, float, float]:
     with _store() as url:
         probe = _probe_app(url)
-        env = {"CONVEYOR_DATABASE_URL": url, "CONVEYOR_LOG_LEVEL": "WARNING"}
         try:
-            return common.latency_with(n, probe.noop.enqueue, _worker_args(), env)
+            return common.latency_with(n, probe.noop.enqueue, _worker_args(), _env(url, logging))
         finally:
             probe.app.close()
+
+
+def latency_default(n: int) -> tuple[float, float, float]:
+    """latency() with the default logging."""
+    return latency(n, logging=True)

@@ -30,7 +30,7 @@ async def create():  # type: ignore[no-untyped-def]
 
         @pgq.entrypoint("noop")
         async def noop(job: Job) -> None:
-            common.hit(int(job.payload or b"0"))
+            await common.hit_async(int(job.payload or b"0"))
 
         yield pgq
 

@@ -4,7 +4,9 @@
 
 SYSTEM is a key of SYSTEMS (``conveyor-postgres``, ``celery``, ...); METRIC a function of its module
 (enqueue_one, enqueue_bulk, drain, latency, raw_stores' postgres_1 ...) or ``describe`` (the module's
-STORE, WORKER, BULK, PACKAGES, DRAIN_MAX).
+STORE, WORKER, BULK, PACKAGES, DRAIN_MAX). A METRIC ending in ``_roundtrip`` is the metric without
+that ending, run with ``BENCH_ROUNDTRIP=1``: the jobs do one Redis round trip before their append
+(see common.hit).
 
 measure() is the parent's side: it runs that command in a new session with a hard time limit, kills
 the whole process group when the limit passes, drops the run's PostgreSQL database, and turns every
@@ -40,6 +42,7 @@ SYSTEMS: dict[str, tuple[str, str | None]] = {
     "saq": ("saq_bench", None),
     "raw": ("raw_stores", None),
     "memory": ("memory_bench", None),
+    "floors": ("floors", None),
 }
 DESCRIBED = ("STORE", "WORKER", "BULK", "PACKAGES", "DRAIN_MAX")
 
@@ -54,6 +57,9 @@ def load(system: str):  # type: ignore[no-untyped-def]
 
 def main() -> None:
     system, metric, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if metric.endswith("_roundtrip"):  # before common is imported: it reads the variable
+        os.environ["BENCH_ROUNDTRIP"] = "1"
+        metric = metric.removesuffix("_roundtrip")
     from bench.peers import common
 
     try:

@@ -19,7 +19,7 @@ ARGS = [str(common.BIN / "saq"), "bench.peers.saq_bench.settings", "--workers", 
 
 
 async def noop(ctx: dict, *, i: int) -> None:  # type: ignore[type-arg]
-    common.hit(i)
+    await common.hit_async(i)
 
 
 def _queue() -> Queue:
