@@ -8,7 +8,8 @@ CSP nonce, and the checks every state-changing request passes (``action``).
   style), ``X-Frame-Options: DENY``, ``nosniff`` and ``Referrer-Policy: same-origin``.
 - A state change is a POST by an operator; a browser's (cookie, basic, callable or loopback
   credentials, which it sends by itself) must come from this origin (``Sec-Fetch-Site`` and
-  ``Origin``) and carry the CSRF token. Bearer-token API clients need neither.
+  ``Origin``) and carry the CSRF token. Bearer-token API clients need no CSRF token, but a
+  request a browser marks as sent by another site is refused whatever its credentials.
 """
 
 from __future__ import annotations
@@ -165,9 +166,9 @@ def action(handler: Handler) -> Handler:
         who = identity(request)
         if not who.can_act:
             return error(403, "read-only: this dashboard does not allow actions for you", path)
+        if not same_origin(request):  # a browser says another site sent it: whatever credentials
+            return error(403, "cross-site request refused", path)
         if from_browser(request, who):
-            if not same_origin(request):
-                return error(403, "cross-site request refused", path)
             gate: Gate = request.app.state.web.gate
             if not gate.csrf_ok(who, await csrf_of(request)):
                 return error(403, "missing or wrong CSRF token; reload the page and try again", path)
