@@ -56,7 +56,7 @@ def failures(samples: list[Any]) -> float | None:
 def latency(samples: list[Any]) -> float | None:
     known = [s.latency for s in samples if s.latency is not None]
     if known:
-        return round(max(known), 3)
+        return round(float(max(known)), 3)
     return 0.0 if samples else None
 
 
