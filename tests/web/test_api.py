@@ -100,8 +100,10 @@ def test_enqueue_by_name_stores_the_job_and_audits_it(web_app: Conveyor) -> None
 @pytest.mark.parametrize("body", [
     b"{not json", b"[1, 2]", b'{"args": [1]}', b'{"name": "nope:missing", "args": []}',
     b'{"name": "add", "args": {"a": 1}}', b'{"name": "add", "args": [1]}',
-    b'{"name": "add", "args": [1, 2], "kwargs": [1]}', b'{"name": "add", "args": [1, 2], "priority": "hi"}',
-    b'{"name": "add", "args": [1, 2], "queue": "bad:queue"}', b'{"name": "add", "args": [1, 2], "delay": "soon"}',
+    b'{"name": "add", "args": [1, 2], "kwargs": [1]}',
+    b'{"name": "add", "args": [1, 2], "priority": "hi"}',
+    b'{"name": "add", "args": [1, 2], "queue": "bad:queue"}',
+    b'{"name": "add", "args": [1, 2], "delay": "soon"}',
     b'{"name": "add", "args": [1, 2], "kwargs": {"connection": 1}}',
     b'{"name": "os:system", "args": ["true"]}',
 ])
@@ -168,7 +170,7 @@ def test_queues_pause_and_resume(web_app: Conveyor) -> None:
     [mail] = [q for q in api.get("/api/queues").json()["queues"] if q["queue"] == "mail"]
     assert mail["paused"] and mail["ready"] == 3
     api.post("/api/queues/mail/resume")
-    assert not [q for q in api.get("/api/queues").json()["queues"] if q["queue"] == "mail"][0]["paused"]
+    assert not next(q for q in api.get("/api/queues").json()["queues"] if q["queue"] == "mail")["paused"]
     one_line_error(api.post("/api/queues/bad:name/pause"), 400)
     assert ("local", "pause", "queue mail") in actions(web_app)
     assert ("local", "resume", "queue mail") in actions(web_app)
