@@ -85,6 +85,7 @@ class NewJob:
     rate_key: str | None = None  # at most rate_count starts of this key in any rate_period seconds
     rate_count: int | None = None
     rate_period: float | None = None
+    sensitive: tuple[str, ...] = ()  # argument keys whose values are never shown
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
@@ -126,6 +127,7 @@ class JobRecord:
     rate_key: str | None = None
     rate_count: int | None = None
     rate_period: float | None = None
+    sensitive: tuple[str, ...] = ()  # argument keys whose values views redact
 
 
 @dataclass(slots=True)
@@ -252,3 +254,61 @@ class JobFilter:
     worker_id: str | None = None
     limit: int = 100
     before_id: int | None = None  # newest first; page with the last id seen
+
+
+# --- what the dashboard reads beside the jobs --------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One action taken by someone (a dashboard user, an API token): who, what, on what."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteStats:
+    """One queue's activity in one sample (about a minute): jobs enqueued, jobs that succeeded
+    or went dead, attempts that failed, and, at sample time, the ready jobs and the age in
+    seconds of the oldest one (None: none ready). Durations are of the attempts counted."""
+
+    minute: datetime
+    queue: str
+    enqueued: int
+    succeeded: int
+    failed: int
+    dead: int
+    ready: int
+    latency: float | None
+    duration_sum: float
+    duration_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricTotal:
+    """A cumulative value per queue and job name since the store was created: a counter
+    ("enqueued", "succeeded", "failed", "dead") or a histogram part ("duration_le:<bound>",
+    "duration_sum", "duration_count", and the same for "wait"; see ``bucket_metric``)."""
+
+    queue: str
+    job: str
+    metric: str
+    value: float
+
+
+# upper bounds (seconds) of the duration and wait histograms; each bucket counts every
+# observation up to its bound, so the last one counts them all
+HISTOGRAM_BOUNDS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    float("inf"),
+)
+COUNTER_METRICS = ("enqueued", "succeeded", "failed", "dead")
+HISTOGRAMS = ("duration", "wait")
+
+
+def bucket_metric(histogram: str, bound: float) -> str:
+    """The metric name of one histogram bucket: ``duration_le:0.25``, ``wait_le:inf``."""
+    return f"{histogram}_le:{bound:g}"

@@ -25,7 +25,8 @@ PG_ADMIN_URL = os.environ.get(
 TABLES = (
     "conveyor_jobs, conveyor_attempts, conveyor_logs, conveyor_queues, conveyor_processes,"
     " conveyor_leaders, conveyor_job_dependencies, conveyor_cron_schedules, conveyor_cron_ticks,"
-    " conveyor_unique_locks, conveyor_rate_starts"
+    " conveyor_unique_locks, conveyor_rate_starts, conveyor_audit, conveyor_history,"
+    " conveyor_metric_totals, conveyor_history_marks"
 )
 BACKENDS = ["sqlite", "postgres"]
 

@@ -16,6 +16,7 @@ from ..cron import ScheduleDef, ScheduleState, TickPlan, TickRecord
 from ..models import (
     POISON_AFTER,
     AttemptRecord,
+    AuditEntry,
     Held,
     HeldJob,
     Inserted,
@@ -25,13 +26,15 @@ from ..models import (
     JobState,
     LimitUsage,
     LogRecord,
+    MetricTotal,
+    MinuteStats,
     NewJob,
     ProcessRecord,
     QueueStats,
     RateBacklog,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 @runtime_checkable
@@ -112,6 +115,16 @@ class Store(Protocol):
 
     def job_ids_by_state(self, state: JobState, *, queue: str | None = None) -> list[int]: ...
 
+    def job_search(
+        self, filter: JobFilter, text: str, *, budget: int = 20_000
+    ) -> tuple[list[JobRecord], int | None]:
+        """Jobs whose args, kwargs or error contain ``text`` (case-insensitive; ``%`` and ``_``
+        are plain characters), newest first, at most ``filter.limit``, the other filter fields
+        applied too. Only the ``budget`` newest jobs below ``filter.before_id`` are looked at,
+        found through the primary key, so a call costs the same whatever the table's size.
+        Returns the matches and the ``before_id`` to search on from, or None when the oldest
+        job was looked at."""
+
     def limit_usage(self) -> list[LimitUsage]:
         """Every concurrency key with jobs holding a slot (ready or running) or blocked."""
 
@@ -183,6 +196,35 @@ class Store(Protocol):
 
     def wait_for_jobs(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when new jobs may be ready."""
+
+    def wait_for_changes(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True as soon as jobs, queues or processes may have
+        changed since the previous call on this store object (the first call: since it began),
+        False if nothing did. It may say True when nothing visible changed, never False when
+        something did; it never raises."""
+
+    # --- audit and history (the dashboard) ---------------------------------------------------
+    def audit_add(
+        self, actor: str, action: str, target: str, detail: str = "", *,
+        now: datetime | None = None,
+    ) -> None: ...
+
+    def audit_list(self, *, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
+        """Newest first; ``before_id``: older than that entry."""
+
+    def history_sample(self, now: datetime) -> bool:
+        """Record what happened since the previous sample: one MinuteStats row per queue (of
+        the minute ``now`` falls in) and the same counts added to the metric totals, in one
+        transaction. Once per minute: False, writing nothing, if that minute has a sample."""
+
+    def history_list(self, since: datetime, *, queue: str | None = None) -> list[MinuteStats]:
+        """Samples from the minute of ``since`` on, oldest first (then by queue)."""
+
+    def metric_totals(self) -> list[MetricTotal]:
+        """Every cumulative metric, by queue, job name and metric."""
+
+    def history_prune(self, before: datetime) -> int:
+        """Delete samples of minutes before ``before``; how many rows went."""
 
     # --- health ---------------------------------------------------------------------------
     def health_facts(

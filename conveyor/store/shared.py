@@ -34,7 +34,7 @@ JOB_COLUMNS = (
     "id, name, queue, priority, state, args, kwargs, attempt, max_attempts, timeout, run_at,"
     " created_at, started_at, finished_at, heartbeat_at, worker_id, lease, result, error,"
     " progress, progress_message, cancel_requested, lost_count, unique_key, concurrency_key,"
-    " concurrency_max, rate_key, rate_count, rate_period"
+    " concurrency_max, rate_key, rate_count, rate_period, sensitive"
 )
 # jobs with no flow control leave the columns after concurrency_key at their defaults
 PLAIN_INSERT_COLUMNS = (
@@ -42,7 +42,8 @@ PLAIN_INSERT_COLUMNS = (
     " unique_key, concurrency_key"
 )
 INSERT_COLUMNS = (
-    f"{PLAIN_INSERT_COLUMNS}, concurrency_max, unique_started, rate_key, rate_count, rate_period"
+    f"{PLAIN_INSERT_COLUMNS}, concurrency_max, unique_started, rate_key, rate_count, rate_period,"
+    " sensitive"
 )
 PROCESS_COLUMNS = (
     "id, kind, host, pid, started_at, heartbeat_at, supervisor_id, queues, concurrency, job_names"
@@ -140,13 +141,12 @@ def attempts_query(param: str) -> str:
     )
 
 
-# --- the job list ------------------------------------------------------------------------------
-def job_list_query(
-    filter: JobFilter, mark: str, many: Callable[[Sequence[Any]], tuple[str, list[Any]]],
-) -> tuple[str, list[Any]]:
-    """``SELECT`` for ``job_list``, newest first, and its parameters. ``mark`` is the driver's
-    placeholder (``?`` or ``%s``); ``many(values)`` renders "is one of these values" for it
-    (``IN (?, ?)`` or ``= ANY(%s)``) as the text after the column, and its parameters."""
+# --- the job list and search --------------------------------------------------------------------
+Many = Callable[[Sequence[Any]], tuple[str, list[Any]]]
+
+
+def _filtered(filter: JobFilter, mark: str, many: Many) -> tuple[list[str], list[Any]]:
+    """The conditions of ``filter`` (all but its limit) and their parameters."""
     where: list[str] = []
     params: list[Any] = []
 
@@ -170,11 +170,62 @@ def job_list_query(
     if filter.before_id is not None:
         where.append(f"id < {mark}")
         params.append(filter.before_id)
+    return where, params
+
+
+def _jobs_where(where: Sequence[str], mark: str) -> str:
     sql = f"SELECT {JOB_COLUMNS} FROM conveyor_jobs"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    params.append(filter.limit)
-    return sql + f" ORDER BY id DESC LIMIT {mark}", params
+    return sql + f" ORDER BY id DESC LIMIT {mark}"
+
+
+def job_list_query(filter: JobFilter, mark: str, many: Many) -> tuple[str, list[Any]]:
+    """``SELECT`` for ``job_list``, newest first, and its parameters. ``mark`` is the driver's
+    placeholder (``?`` or ``%s``); ``many(values)`` renders "is one of these values" for it
+    (``IN (?, ?)`` or ``= ANY(%s)``) as the text after the column, and its parameters."""
+    where, params = _filtered(filter, mark, many)
+    return _jobs_where(where, mark), [*params, filter.limit]
+
+
+def search_window_query(before_id: int | None, budget: int, mark: str) -> tuple[str, list[Any]]:
+    """The lowest id among the ``budget`` newest jobs below ``before_id``, through the primary
+    key; no row when fewer jobs are left than that."""
+    below = "" if before_id is None else f" WHERE id < {mark}"
+    params: list[Any] = [] if before_id is None else [before_id]
+    sql = f"SELECT id FROM conveyor_jobs{below} ORDER BY id DESC LIMIT 1 OFFSET {mark}"
+    return sql, [*params, max(1, budget) - 1]
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its ``\\``, ``%`` and ``_`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def job_search_query(
+    filter: JobFilter, text: str, low: int | None, mark: str, many: Many, like: str,
+) -> tuple[str, list[Any]]:
+    """``SELECT`` of the jobs matching ``filter`` with ids from ``low`` (None: the first) whose
+    args, kwargs or error contain ``text``; ``like`` is the dialect's case-insensitive LIKE."""
+    where, params = _filtered(filter, mark, many)
+    if low is not None:
+        where.append(f"id >= {mark}")
+        params.append(low)
+    pattern = like_pattern(text)
+    where.append("(" + " OR ".join(
+        f"{column} {like} {mark} ESCAPE '\\'" for column in ("args", "kwargs", "error")
+    ) + ")")
+    params += [pattern, pattern, pattern]
+    return _jobs_where(where, mark), [*params, filter.limit]
+
+
+def search_next(found: Sequence[JobRecord], limit: int, low: int | None) -> int | None:
+    """Where the next search goes on from: below the last match when the page is full, else
+    below the window (None: the window reached the oldest job)."""
+    if found and len(found) >= limit:
+        return found[-1].id
+    return low
 
 
 def queue_stats(
@@ -225,6 +276,7 @@ def job_from_row(row: Sequence[Any], to_dt: Any) -> JobRecord:
         progress_message=row[20], cancel_requested=bool(row[21]), lost_count=row[22],
         unique_key=row[23], concurrency_key=row[24], concurrency_max=row[25],
         rate_key=row[26], rate_count=row[27], rate_period=row[28],
+        sensitive=tuple(json.loads(row[29])) if row[29] else (),
     )
 
 
@@ -288,9 +340,15 @@ def refuse_held(jobs: Sequence[NewJob], inserted: Sequence[Inserted], where: str
 
 
 def plain(jobs: Sequence[NewJob]) -> bool:
-    """No job of ``jobs`` has flow control: written with PLAIN_INSERT_COLUMNS, ready or not."""
+    """No job of ``jobs`` has flow control or sensitive arguments: written with
+    PLAIN_INSERT_COLUMNS, ready or not."""
     return all(j.concurrency_key is None and j.rate_key is None and j.unique_key is None
-               for j in jobs)
+               and not j.sensitive for j in jobs)
+
+
+def sensitive_text(job: NewJob) -> str | None:
+    """The ``sensitive`` column of a job: its keys as a JSON list, NULL for none."""
+    return json.dumps(list(job.sensitive)) if job.sensitive else None
 
 
 def state_on_insert(job: NewJob, ready: bool) -> str:

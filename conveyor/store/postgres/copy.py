@@ -44,7 +44,7 @@ def copy_rows(ids: Sequence[int], jobs: Sequence[NewJob], at: datetime) -> tuple
         if not plain:
             fields += (copy_text(j.unique_key), copy_text(j.concurrency_key),
                        _number(j.concurrency_max), copy_text(j.rate_key), _number(j.rate_count),
-                       _number(j.rate_period))
+                       _number(j.rate_period), copy_text(shared.sensitive_text(j)))
         lines.append("\t".join(fields))
     lines.append("")
     return "\n".join(lines), ready

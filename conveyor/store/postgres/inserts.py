@@ -43,7 +43,7 @@ def _insert_one(conn: Conn, j: NewJob, now: datetime | None) -> int:
         "timeout": j.timeout, "run_at": j.run_at, "unique_key": j.unique_key,
         "concurrency_key": j.concurrency_key, "concurrency_max": j.concurrency_max,
         "unique_started": j.unique_started, "rate_key": j.rate_key, "rate_count": j.rate_count,
-        "rate_period": j.rate_period,
+        "rate_period": j.rate_period, "sensitive": shared.sensitive_text(j),
     }
     row = conn.execute(sql.INSERT_ONE, params).fetchone()
     assert row is not None
@@ -64,6 +64,7 @@ def _arrays(jobs: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:
         "unique_started": [j.unique_started for j in jobs],
         "rate_key": [j.rate_key for j in jobs], "rate_count": [j.rate_count for j in jobs],
         "rate_period": [j.rate_period for j in jobs],
+        "sensitive": [shared.sensitive_text(j) for j in jobs],
     }
 
 
@@ -76,7 +77,7 @@ def _insert_unless_held(conn: Conn, jobs: Sequence[NewJob], now: datetime | None
     for _ in range(KEY_ROUNDS):
         rows = conn.execute(sql.INSERT_JOBS_UNLESS_HELD, _arrays([jobs[i] for i in pending], now))
         collided = []
-        for i, (job_id, created, _) in zip(pending, rows.fetchall(), strict=True):
+        for i, (job_id, created, *_) in zip(pending, rows.fetchall(), strict=True):
             if created:
                 out[i] = Inserted(int(job_id), True)
             else:
@@ -144,6 +145,5 @@ def _copy(conn: Conn, jobs: Sequence[NewJob], now: datetime | None) -> list[int]
     statement = sql.COPY_JOBS_PLAIN if shared.plain(jobs) else sql.COPY_JOBS
     with conn.cursor().copy(statement) as copy:
         copy.write(text)
-    if ready:
-        conn.execute(sql.WAKE)
+    conn.execute(sql.WAKE if ready else sql.CHANGED)
     return ids

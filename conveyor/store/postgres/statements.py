@@ -7,6 +7,9 @@ import hashlib
 
 from ...models import FINISHED_STATES, RETRYABLE_STATES, AttemptOutcome
 from .. import shared as s
+from .changes import CHANGED as CHANGED
+from .changes import CHANNEL as CHANGES
+from .changes import notify_if_any
 
 CHANNEL = "conveyor_jobs"
 PRUNE_BATCH = 5000
@@ -29,7 +32,7 @@ def advisory_key(name: str) -> int:
 
 
 MIGRATE_LOCK = advisory_key("conveyor:migrate")
-WAKE = f"SELECT pg_notify('{CHANNEL}', '')"
+WAKE = f"SELECT pg_notify('{CHANNEL}', ''), pg_notify('{CHANGES}', '')"
 
 # --- schema -------------------------------------------------------------------------------------
 CREATE_SCHEMA_TABLE = (
@@ -49,7 +52,7 @@ STATE_ON_INSERT = (
 ROW_ON_INSERT = (
     f"name, queue, priority, {STATE_ON_INSERT}, args, kwargs, max_attempts, timeout,"
     f" COALESCE(run_at, {NOW}), {NOW}, unique_key, concurrency_key, concurrency_max,"
-    " unique_started, rate_key, rate_count, rate_period"
+    " unique_started, rate_key, rate_count, rate_period, sensitive"
 )
 UNNEST_INPUT = """input AS (
     SELECT * FROM unnest(
@@ -57,10 +60,10 @@ UNNEST_INPUT = """input AS (
         %(kwargs)s::text[], %(max_attempts)s::int[], %(timeout)s::float8[],
         %(run_at)s::timestamptz[], %(unique_key)s::text[], %(concurrency_key)s::text[],
         %(concurrency_max)s::int[], %(unique_started)s::bool[], %(rate_key)s::text[],
-        %(rate_count)s::int[], %(rate_period)s::float8[]
+        %(rate_count)s::int[], %(rate_period)s::float8[], %(sensitive)s::text[]
     ) WITH ORDINALITY AS t(name, queue, priority, args, kwargs, max_attempts, timeout, run_at,
                            unique_key, concurrency_key, concurrency_max, unique_started,
-                           rate_key, rate_count, rate_period, ord)
+                           rate_key, rate_count, rate_period, sensitive, ord)
 )"""
 # the ids drawn up front, in input order, so that each input row knows its own
 NUMBERED_INPUT = """numbered AS (
@@ -76,7 +79,7 @@ WITH {UNNEST_INPUT}, inserted AS (
     SELECT {ROW_ON_INSERT} FROM input ORDER BY ord
     RETURNING id, state
 )
-SELECT id, {wake_if_ready("inserted")} FROM inserted ORDER BY id
+SELECT id, {wake_if_ready("inserted")}, {notify_if_any("inserted")} FROM inserted ORDER BY id
 """
 # some unique keys: a row whose key an unfinished job holds (perhaps one earlier in the batch)
 # is skipped; every input row comes back, in order, with its id and whether it was inserted
@@ -87,7 +90,8 @@ WITH {UNNEST_INPUT}, {NUMBERED_INPUT}, inserted AS (
     {SKIP_HELD_KEYS}
     RETURNING id, state
 )
-SELECT numbered.id, inserted.id IS NOT NULL, {wake_if_ready("inserted")}
+SELECT numbered.id, inserted.id IS NOT NULL, {wake_if_ready("inserted")},
+       {notify_if_any("inserted")}
 FROM numbered LEFT JOIN inserted USING (id) ORDER BY numbered.ord
 """
 # the jobs holding keys now (a statement of its own: it sees what committed since the insert)
@@ -106,10 +110,10 @@ WITH inserted AS (
             %(args)s, %(kwargs)s, %(max_attempts)s, %(timeout)s,
             COALESCE(%(run_at)s::timestamptz, {NOW}), {NOW}, %(unique_key)s, %(concurrency_key)s,
             %(concurrency_max)s, %(unique_started)s, %(rate_key)s, %(rate_count)s,
-            %(rate_period)s)
+            %(rate_period)s, %(sensitive)s)
     RETURNING id, state
 )
-SELECT id, {wake_if_ready("inserted")} FROM inserted
+SELECT id, {wake_if_ready("inserted")}, {notify_if_any("inserted")} FROM inserted
 """
 # ids for a COPY, drawn in two steps: the sequence's name, then the ids from it named literally
 # (pg_get_serial_sequence() inside the loop looked the name up again for every id: 8 us a job),
@@ -123,7 +127,7 @@ COPY_JOBS_PLAIN = (
 COPY_JOBS = (
     "COPY conveyor_jobs (id, name, queue, priority, state, args, kwargs, max_attempts, timeout,"
     " run_at, created_at, unique_key, concurrency_key, concurrency_max, rate_key, rate_count,"
-    " rate_period) FROM STDIN"
+    " rate_period, sensitive) FROM STDIN"
 )
 
 # --- jobs: claim and finish ---------------------------------------------------------------------
@@ -178,12 +182,15 @@ RECORDED_CTE = f"""recorded AS (
     FROM o JOIN done USING (ord)
     WHERE o.outcome <> '{AttemptOutcome.SUCCEEDED}' OR done.cancel_requested ORDER BY ord
 )"""
-FINISH = f"WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE}\nSELECT ord, concurrency_key FROM done"
+FINISH = (
+    f"WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE}\n"
+    f"SELECT ord, concurrency_key, {notify_if_any('done')} FROM done"
+)
 # finish then claim in ONE statement (one round trip, one commit): the CTEs touch disjoint rows,
 # running ones fenced by lease for the outcomes, ready ones for the claim
 FINISH_AND_CLAIM = f"""WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE},
 claimed AS ({CLAIM})
-SELECT acc.accepted, acc.freed, claimed.* FROM (
+SELECT acc.accepted, acc.freed, {notify_if_any("done")}, claimed.* FROM (
     SELECT array_agg(ord) AS accepted,
            array_agg(concurrency_key) FILTER (WHERE concurrency_key IS NOT NULL) AS freed
     FROM done) AS acc
@@ -206,16 +213,21 @@ WITH given AS (
            %(message)s, NULL
     FROM released WHERE %(started)s ORDER BY id
 )
-SELECT count(*), {wake_if_ready("released")} FROM released
+SELECT count(*), {wake_if_ready("released")}, {notify_if_any("released")} FROM released
 """
 
 
-def progress(with_percent: bool) -> str:
-    more = ", progress = %(percent)s, progress_message = %(message)s" if with_percent else ""
-    return (
-        f"UPDATE conveyor_jobs SET heartbeat_at = {NOW}{more}"
-        " WHERE id = %(id)s AND lease = %(lease)s"
-    )
+HEARTBEAT_JOB = (
+    f"UPDATE conveyor_jobs SET heartbeat_at = {NOW} WHERE id = %(id)s AND lease = %(lease)s"
+)
+PROGRESS = f"""
+WITH p AS (
+    UPDATE conveyor_jobs SET heartbeat_at = {NOW}, progress = %(percent)s,
+        progress_message = %(message)s
+    WHERE id = %(id)s AND lease = %(lease)s RETURNING id
+)
+SELECT count(*), {notify_if_any("p")} FROM p
+"""
 
 
 LOG = (
@@ -252,19 +264,18 @@ WITH retried AS (
     WHERE id = ANY(%(ids)s) AND {s.state_in(RETRYABLE_STATES)}
     RETURNING state
 )
-SELECT count(*), {wake_if_ready("retried")} FROM retried
+SELECT count(*), {wake_if_ready("retried")}, {notify_if_any("retried")} FROM retried
 """
 # data-modifying CTEs run to completion even when unreferenced
 DELETE_CHILDREN = """
 a AS (DELETE FROM conveyor_attempts WHERE job_id IN (SELECT id FROM gone)),
 l AS (DELETE FROM conveyor_logs WHERE job_id IN (SELECT id FROM gone)),
 d AS (DELETE FROM conveyor_job_dependencies WHERE job_id IN (SELECT id FROM gone))
-SELECT count(*) FROM gone
 """
 DISCARD = f"""
 WITH gone AS (
     DELETE FROM conveyor_jobs WHERE id = ANY(%(ids)s) AND state <> 'running' RETURNING id
-), {DELETE_CHILDREN}"""
+), {DELETE_CHILDREN}SELECT count(*), {notify_if_any("gone")} FROM gone"""
 
 # --- time-driven duties -------------------------------------------------------------------------
 OVERDUE = f"""
@@ -285,7 +296,7 @@ WITH gone AS (
            OR (state IN ('dead', 'cancelled') AND finished_at < %(dead_before)s)
         LIMIT {PRUNE_BATCH} FOR UPDATE SKIP LOCKED)
     RETURNING id
-), {DELETE_CHILDREN}"""
+), {DELETE_CHILDREN}SELECT count(*) FROM gone"""
 
 PROMOTE = f"""
 WITH promoted AS (
@@ -296,7 +307,7 @@ WITH promoted AS (
         ORDER BY run_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     RETURNING state
 )
-SELECT count(*), {wake_if_ready("promoted")} FROM promoted
+SELECT count(*), {wake_if_ready("promoted")}, {notify_if_any("promoted")} FROM promoted
 """
 
 # held: what the dead process's supervisor saw it hold (job id -> waiting | running |
@@ -327,7 +338,7 @@ WITH seen AS (
            'WorkerLost', CASE stage WHEN 'finished' THEN %(finished)s ELSE %(reason)s END, NULL
     FROM rescued WHERE stage <> 'waiting' ORDER BY id
 )
-SELECT id, {wake_if_ready("rescued")} FROM rescued ORDER BY id
+SELECT id, {wake_if_ready("rescued")}, {notify_if_any("rescued")} FROM rescued ORDER BY id
 """
 
 # a job that killed the process it ran in alone: one more strike, dead at poison_after
@@ -349,18 +360,23 @@ WITH lost AS (
            'WorkerLost', substr(error, length('WorkerLost: ') + 1), NULL
     FROM lost
 )
-SELECT state, {wake_if_ready("lost")} FROM lost
+SELECT state, {wake_if_ready("lost")}, {notify_if_any("lost")} FROM lost
 """
 
-SET_PAUSED = """
-INSERT INTO conveyor_queues (name, paused, updated_at) VALUES (%(name)s, %(paused)s, now())
-ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at
+SET_PAUSED = f"""
+WITH q AS (
+    INSERT INTO conveyor_queues (name, paused, updated_at) VALUES (%(name)s, %(paused)s, now())
+    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at
+    RETURNING name
+)
+SELECT {notify_if_any("q")} FROM q
 """
 
 REGISTER = (
-    f"INSERT INTO conveyor_processes ({s.PROCESS_COLUMNS})"
+    f"WITH p AS (INSERT INTO conveyor_processes ({s.PROCESS_COLUMNS})"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{col} = excluded.{col}" for col in s.PROCESS_COLUMNS.split(", ")[1:])
+    + f" RETURNING id) SELECT {notify_if_any('p')} FROM p"
 )
 
 HEARTBEAT = f"""
@@ -397,7 +413,10 @@ HEALTH_UNKNOWN = (
     " GROUP BY name"
 )
 
-DEREGISTER = "DELETE FROM conveyor_processes WHERE id = %s"
+DEREGISTER = (
+    "WITH p AS (DELETE FROM conveyor_processes WHERE id = %s RETURNING id)"
+    f" SELECT {notify_if_any('p')} FROM p"
+)
 PROCESSES = f"SELECT {s.PROCESS_COLUMNS} FROM conveyor_processes ORDER BY started_at, id"
 STALE = (
     "SELECT id FROM conveyor_processes"

@@ -40,8 +40,10 @@ from .. import shared
 from ..base import HealthFacts
 from . import flow, rates
 from . import statements as sql
+from .changes import ChangeListener
 from .connections import Connections
 from .cron import PostgresCron
+from .history import PostgresHistory
 from .inserts import COPY_THRESHOLD, insert_jobs
 
 
@@ -82,11 +84,12 @@ def _any(values: Sequence[Any]) -> tuple[str, list[Any]]:
     return "= ANY(%s)", [list(values)]
 
 
-class PostgresStore(PostgresCron):
+class PostgresStore(PostgresCron, PostgresHistory):
     def __init__(self, url: str) -> None:
         self.url = url
         self._db = Connections(url)
         self._where = self._db.where
+        self._changes = ChangeListener(self._db.conninfo)
 
     def _rows(self, statement: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._db.connect() as conn:
@@ -98,6 +101,7 @@ class PostgresStore(PostgresCron):
 
     def close(self) -> None:
         self._db.close()
+        self._changes.close()
 
     # --- schema ---------------------------------------------------------------------------------
     def schema_version(self) -> int | None:
@@ -205,7 +209,7 @@ class PostgresStore(PostgresCron):
         params = {**_finish_params(outcomes, now), **_claim_params(worker_id, queue, limit, now)}
         with self._db.hot() as conn:
             rows = conn.execute(sql.FINISH_AND_CLAIM, params).fetchall()
-        claimed = [r[2:] for r in rows if r[2] is not None]
+        claimed = [r[3:] for r in rows if r[3] is not None]
         self._settle(rows[0][1] or [], now)
         return _accepted(len(outcomes), rows[0][0] or ()), self._rated(shared.claimed(claimed, _dt), now)
 
@@ -229,7 +233,9 @@ class PostgresStore(PostgresCron):
         *, now: datetime | None = None,
     ) -> bool:
         params = {"now": now, "id": job_id, "lease": lease, "percent": percent, "message": message}
-        return self._count(sql.progress(percent is not None), params) == 1
+        if percent is None:
+            return self._count(sql.HEARTBEAT_JOB, params) == 1
+        return int(self._rows(sql.PROGRESS, params)[0][0]) == 1
 
     def job_log(self, job_id: int, attempt: int, message: str, *, now: datetime | None = None) -> None:
         self._count(sql.LOG, {"now": now, "id": job_id, "attempt": attempt, "message": message})
@@ -248,6 +254,7 @@ class PostgresStore(PostgresCron):
             conn.execute(sql.CANCEL_WAITING, params)
             conn.execute(sql.CANCEL_RUNNING, params)
             row = conn.execute(sql.STATE_OF, params).fetchone()
+            conn.execute(sql.CHANGED)
         self._settle([], now, blocked=True)
         return JobState(row[0]) if row else None
 

@@ -34,7 +34,7 @@ def insert_rows(jobs: Sequence[NewJob], at: float) -> list[Row]:
             j.args, j.kwargs, j.max_attempts, j.timeout,
             at if j.run_at is None else j.run_at.timestamp(), at, j.unique_key,
             j.concurrency_key, j.concurrency_max, int(j.unique_started), j.rate_key, j.rate_count,
-            j.rate_period,
+            j.rate_period, shared.sensitive_text(j),
         )
         for j in jobs
     ]

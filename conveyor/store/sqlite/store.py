@@ -41,6 +41,7 @@ from .attempts import finish as _finish
 from .connection import Connections, immediate, retry, sqlite_path, translate
 from .cron import SQLiteCron
 from .flow import LOCKS_PRUNE, USAGE, settle, settle_blocked
+from .history import ChangeWatch, SQLiteHistory
 from .inserts import insert_rows, insert_unless_held, insert_without_keys
 from .rates import BACKLOG
 
@@ -55,11 +56,12 @@ def _in_list(values: Sequence[Any]) -> tuple[str, list[Any]]:
     return f"IN ({sql.marks(len(values))})", list(values)
 
 
-class SQLiteStore(SQLiteCron):
+class SQLiteStore(SQLiteCron, SQLiteHistory):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = sqlite_path(url)
         self._connections = Connections(self.path)
+        self._changes = ChangeWatch(self.path)
 
     # --- connections and transactions -----------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -67,6 +69,7 @@ class SQLiteStore(SQLiteCron):
 
     def close(self) -> None:
         self._connections.close()
+        self._changes.close()
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one immediate transaction, retried as a whole while the file is busy."""
