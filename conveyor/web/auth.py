@@ -154,16 +154,17 @@ class Gate:
             if _equal(user, auth.username) & _equal(password, auth.password):
                 return Identity(user, auth.role, "basic")
             return None
-        role = auth(request)
-        if role is None or role is False:
+        answer: Any = auth(request)
+        if answer is None or answer is False:
             return None
         try:
-            role = Role(role)
+            role = Role(answer)
         except ValueError:
             raise ConfigurationError(
-                f"dashboard auth callable returned {role!r}; expected 'operator', 'viewer' or None"
+                f"dashboard auth callable returned {answer!r}; expected 'operator', 'viewer' or None"
             ) from None
-        user = getattr(request, "user", None)
+        # request.user asserts without AuthenticationMiddleware: read the scope instead
+        user = request.scope.get("user")
         actor = getattr(user, "username", None) or getattr(user, "display_name", None) or "user"
         return Identity(str(actor), role, "callable")
 
