@@ -69,7 +69,7 @@ def document(routes: list[BaseRoute], root: str = "") -> dict[str, Any]:
                 paths.setdefault(route.path, {})[method.lower()] = operation(
                     method, route.path, getattr(route.endpoint, "is_action", False))
     for path, text in STREAMS.items():
-        paths.setdefault(path, {}).setdefault("get", stream(path, text))
+        paths.setdefault(path, {})["get"] = stream(path, text)
     return {
         "openapi": "3.1.0",
         "info": {"title": "conveyor", "version": __version__,
