@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import signal
 import socket
 from typing import Any, NoReturn
 
@@ -103,11 +104,20 @@ def dashboard_command(host: str, port: int, read_only: bool, no_enqueue: bool) -
         asgi, log_level="warning", proxy_headers=False, server_header=False, lifespan="off",
         access_log=False,
     ))
+    # uvicorn stops on SIGINT / SIGTERM, then raises the signal again for the handler that was
+    # there before: a quiet one, so a stop asked for is a clean exit
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     click.get_current_context().exit(0)
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    pass
 
 
 def serve_metrics(app: Any, host: str, port: int) -> Any:
