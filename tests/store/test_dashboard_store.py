@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import psycopg
@@ -319,3 +320,22 @@ def test_a_lost_listener_says_changed_and_listens_again(store: Store) -> None:
     assert not store.wait_for_changes(0.2)
     insert(store, NewJob("a"))
     assert store.wait_for_changes(5)
+
+
+@postgres_only
+def test_a_burst_of_finishes_notifies_at_most_twice_a_second_and_after_the_last(
+    store: Store,
+) -> None:
+    insert(store, *[NewJob("a") for _ in range(20)])
+    jobs = store.job_claim("w1", "default", 20)
+    with psycopg.connect(store.url, autocommit=True) as listener:
+        listener.execute("LISTEN conveyor_changes")
+        for job in jobs:
+            finish(store, job, JobState.SUCCEEDED, datetime.now(UTC))
+        done = time.monotonic()
+        arrived = []
+        for _ in listener.notifies(timeout=1.5):
+            arrived.append(time.monotonic())
+    assert 2 <= len(arrived) <= 4, arrived
+    assert arrived[-1] > done  # the finishes that went without are announced afterwards
+    assert all(later - earlier > 0.4 for earlier, later in pairwise(arrived))

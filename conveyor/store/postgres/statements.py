@@ -184,13 +184,13 @@ RECORDED_CTE = f"""recorded AS (
 )"""
 FINISH = (
     f"WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE}\n"
-    f"SELECT ord, concurrency_key, {notify_if_any('done')} FROM done"
+    f"SELECT ord, concurrency_key, {notify_if_any('done', '%(notify)s')} FROM done"
 )
 # finish then claim in ONE statement (one round trip, one commit): the CTEs touch disjoint rows,
 # running ones fenced by lease for the outcomes, ready ones for the claim
 FINISH_AND_CLAIM = f"""WITH {OUTCOMES_CTE}, {DONE_CTE}, {RECORDED_CTE},
 claimed AS ({CLAIM})
-SELECT acc.accepted, acc.freed, {notify_if_any("done")}, claimed.* FROM (
+SELECT acc.accepted, acc.freed, {notify_if_any("done", "%(notify)s")}, claimed.* FROM (
     SELECT array_agg(ord) AS accepted,
            array_agg(concurrency_key) FILTER (WHERE concurrency_key IS NOT NULL) AS freed
     FROM done) AS acc
@@ -226,7 +226,7 @@ WITH p AS (
         progress_message = %(message)s
     WHERE id = %(id)s AND lease = %(lease)s RETURNING id
 )
-SELECT count(*), {notify_if_any("p")} FROM p
+SELECT count(*), {notify_if_any("p", "%(notify)s")} FROM p
 """
 
 

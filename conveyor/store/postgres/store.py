@@ -40,7 +40,7 @@ from .. import shared
 from ..base import HealthFacts
 from . import flow, rates
 from . import statements as sql
-from .changes import ChangeListener
+from .changes import ChangeListener, Throttle
 from .connections import Connections
 from .cron import PostgresCron
 from .history import PostgresHistory
@@ -58,7 +58,9 @@ def _claim_params(worker_id: str, queue: str, limit: int, now: datetime | None) 
             "limit": limit}
 
 
-def _finish_params(outcomes: Sequence[JobOutcome], now: datetime | None) -> dict[str, Any]:
+def _finish_params(
+    outcomes: Sequence[JobOutcome], now: datetime | None, notify: bool
+) -> dict[str, Any]:
     rows = []
     for i, o in enumerate(outcomes, 1):
         row: dict[str, Any] = {"ord": i, "job_id": o.job_id, "lease": o.lease, "state": o.state,
@@ -72,7 +74,7 @@ def _finish_params(outcomes: Sequence[JobOutcome], now: datetime | None) -> dict
             row["finished_at"] = o.finished_at.timestamp()
         rows.append(row)
     ids = "{" + ",".join(str(o.job_id) for o in outcomes) + "}"
-    return {"now": now, "outcomes": json.dumps(rows), "ids": ids}
+    return {"now": now, "outcomes": json.dumps(rows), "ids": ids, "notify": notify}
 
 
 def _accepted(count: int, ords: Sequence[int]) -> list[bool]:
@@ -90,6 +92,7 @@ class PostgresStore(PostgresCron, PostgresHistory):
         self._db = Connections(url)
         self._where = self._db.where
         self._changes = ChangeListener(self._db.conninfo)
+        self._notices = Throttle(lambda: self._count(sql.CHANGED))  # for finishes and progress
 
     def _rows(self, statement: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._db.connect() as conn:
@@ -100,6 +103,7 @@ class PostgresStore(PostgresCron, PostgresHistory):
             return conn.execute(statement, params).rowcount
 
     def close(self) -> None:
+        self._notices.close()
         self._db.close()
         self._changes.close()
 
@@ -198,7 +202,10 @@ class PostgresStore(PostgresCron, PostgresHistory):
     ) -> list[bool]:
         if not outcomes:
             return []
-        rows = self._rows(sql.FINISH, _finish_params(outcomes, now))
+        notify = self._notices.take()
+        rows = self._rows(sql.FINISH, _finish_params(outcomes, now, notify))
+        if rows and not notify:
+            self._notices.owe()
         self._settle([r[1] for r in rows if r[1] is not None], now)
         return _accepted(len(outcomes), [r[0] for r in rows])
 
@@ -206,9 +213,13 @@ class PostgresStore(PostgresCron, PostgresHistory):
         self, outcomes: Sequence[JobOutcome], worker_id: str, queue: str, limit: int,
         *, now: datetime | None = None,
     ) -> tuple[list[bool], list[JobRecord]]:
-        params = {**_finish_params(outcomes, now), **_claim_params(worker_id, queue, limit, now)}
+        notify = self._notices.take()
+        params = {**_finish_params(outcomes, now, notify),
+                  **_claim_params(worker_id, queue, limit, now)}
         with self._db.hot() as conn:
             rows = conn.execute(sql.FINISH_AND_CLAIM, params).fetchall()
+        if rows[0][0] and not notify:
+            self._notices.owe()
         claimed = [r[3:] for r in rows if r[3] is not None]
         self._settle(rows[0][1] or [], now)
         return _accepted(len(outcomes), rows[0][0] or ()), self._rated(shared.claimed(claimed, _dt), now)
@@ -235,7 +246,11 @@ class PostgresStore(PostgresCron, PostgresHistory):
         params = {"now": now, "id": job_id, "lease": lease, "percent": percent, "message": message}
         if percent is None:
             return self._count(sql.HEARTBEAT_JOB, params) == 1
-        return int(self._rows(sql.PROGRESS, params)[0][0]) == 1
+        notify = self._notices.take()
+        done = int(self._rows(sql.PROGRESS, {**params, "notify": notify})[0][0]) == 1
+        if done and not notify:
+            self._notices.owe()
+        return done
 
     def job_log(self, job_id: int, attempt: int, message: str, *, now: datetime | None = None) -> None:
         self._count(sql.LOG, {"now": now, "id": job_id, "attempt": attempt, "message": message})
