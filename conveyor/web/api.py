@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +21,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import views
-from ..doctor import diagnose
 from ..errors import ConveyorError, InvalidState, JobNotFound, StoreError
 from ..jobs import RESERVED
 from ..models import JobFilter, JobRecord, JobState
@@ -30,7 +29,6 @@ from .security import Handler, action, body_of, identity
 
 T = TypeVar("T")
 MAX_LIMIT = 500
-HISTORY_MINUTES = 7 * 24 * 60
 RUNNING_SHOWN = 1000  # running jobs read to show what each worker holds
 
 
@@ -140,6 +138,16 @@ def job_filter(params: Any, *, limit: int) -> JobFilter:
     )
 
 
+def shows(job: JobRecord, text: str) -> bool:
+    """Whether ``text`` is in what the job shows: no search may find a job by a redacted value
+    (the store matches the stored arguments)."""
+    if not job.sensitive:
+        return True
+    needle = text.lower()
+    shown = json.dumps(views.shown_args(job), ensure_ascii=False).lower()
+    return needle in shown or needle in (job.error or "").lower()
+
+
 # --- jobs ------------------------------------------------------------------------------------
 @api
 async def jobs_list(request: Request) -> Response:
@@ -152,6 +160,7 @@ async def jobs_list(request: Request) -> Response:
     q = params.get("q", "").strip()
     if q:
         found, more = await call(store.job_search, job_filter(params, limit=limit), q)
+        found = [j for j in found if shows(j, q)]
     else:
         page = await call(store.job_list, job_filter(params, limit=limit + 1))
         found, more = page[:limit], (page[limit - 1].id if len(page) > limit else None)
@@ -277,7 +286,7 @@ async def job_cancel(request: Request) -> Response:
     return await _job_action(request, "cancel")
 
 
-# --- queues, workers, schedules ----------------------------------------------------------------
+# --- queues and workers -----------------------------------------------------------------------
 @api
 async def queues_list(request: Request) -> Response:
     client = web_of(request).app.client
@@ -326,94 +335,8 @@ async def workers_list(request: Request) -> Response:
     return JSON({"workers": await call(read)})
 
 
-@api
-async def schedules_list(request: Request) -> Response:
-    schedules = web_of(request).app.schedules
-    return JSON({"schedules": [views.schedule_view(s) for s in await call(schedules.list)]})
-
-
-async def _schedule_action(request: Request, verb: str) -> Response:
-    schedules = web_of(request).app.schedules
-    name = request.path_params["name"]
-    body = await body_of(request)
-    payload: dict[str, Any] = {"schedule": name}
-    if verb == "run":
-        handle = await call(schedules.run, name)
-        payload["id"] = handle.id
-    else:
-        await call(schedules.pause if verb == "pause" else schedules.resume, name)
-    await audit(request, f"schedule {verb}", f"schedule {name}",
-                f"job {payload['id']}" if "id" in payload else "")
-    return answer(request, body, payload)
-
-
-@action
-@api
-async def schedule_run(request: Request) -> Response:
-    return await _schedule_action(request, "run")
-
-
-@action
-@api
-async def schedule_pause(request: Request) -> Response:
-    return await _schedule_action(request, "pause")
-
-
-@action
-@api
-async def schedule_resume(request: Request) -> Response:
-    return await _schedule_action(request, "resume")
-
-
-# --- doctor, history, audit ----------------------------------------------------------------------
-@api
-async def doctor_report(request: Request) -> Response:
-    app = web_of(request).app
-    report = await call(diagnose, app)
-    return JSON(report.to_dict())
-
-
-def minute_view(m: Any) -> dict[str, Any]:
-    return {
-        "minute": views.iso(m.minute), "queue": m.queue, "enqueued": m.enqueued,
-        "succeeded": m.succeeded, "failed": m.failed, "dead": m.dead, "ready": m.ready,
-        "latency_seconds": m.latency,
-        "duration_avg_seconds": (round(m.duration_sum / m.duration_count, 4)
-                                 if m.duration_count else None),
-    }
-
-
-@api
-async def history(request: Request) -> Response:
-    """Per-minute samples per queue, oldest first (kept 7 days)."""
-    params = request.query_params
-    minutes = as_int(params.get("minutes") or 60, "minutes", 1, HISTORY_MINUTES)
-    queue = text_of(params.get("queue"), "queue")
-    store = web_of(request).app.store
-    since = datetime.now(UTC) - timedelta(minutes=minutes)
-    rows = await call(store.history_list, since, queue=queue)
-    return JSON({"minutes": minutes, "history": [minute_view(m) for m in rows]})
-
-
-def audit_view(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "at": views.iso(e.at), "actor": e.actor, "action": e.action,
-            "target": e.target, "detail": e.detail}
-
-
-@api
-async def audit_list(request: Request) -> Response:
-    params = request.query_params
-    limit = as_int(params.get("limit") or 100, "limit", 1, MAX_LIMIT)
-    before = params.get("before")
-    before_id = None if not before else as_int(before, "before")
-    store = web_of(request).app.store
-    entries = await call(store.audit_list, limit=limit, before_id=before_id)
-    more = entries[-1].id if len(entries) == limit else None
-    return JSON({"entries": [audit_view(e) for e in entries], "next": more})
-
-
 def routes() -> list[BaseRoute]:
-    from . import bulk, metrics, openapi
+    from . import api_admin, bulk, metrics, openapi
 
     return [
         *bulk.routes(),
@@ -427,13 +350,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/queues/{name}/pause", queue_pause, methods=["POST"]),
         Route("/api/queues/{name}/resume", queue_resume, methods=["POST"]),
         Route("/api/workers", workers_list, methods=["GET"]),
-        Route("/api/schedules", schedules_list, methods=["GET"]),
-        Route("/api/schedules/{name}/run", schedule_run, methods=["POST"]),
-        Route("/api/schedules/{name}/pause", schedule_pause, methods=["POST"]),
-        Route("/api/schedules/{name}/resume", schedule_resume, methods=["POST"]),
-        Route("/api/doctor", doctor_report, methods=["GET"]),
-        Route("/api/history", history, methods=["GET"]),
-        Route("/api/audit", audit_list, methods=["GET"]),
+        *api_admin.routes(),
         *openapi.routes(),
         *metrics.routes(),
     ]

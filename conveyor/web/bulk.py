@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..client import Client
 from ..models import JobFilter
-from .api import JSON, BadInput, api, as_int, audit, fail, is_form, job_filter, text_of
+from .api import JSON, BadInput, api, as_int, audit, fail, is_form, job_filter, shows, text_of
 from .routes import local_next, root, web_of
 from .security import action, body_of, identity
 
@@ -139,7 +139,7 @@ class BulkRunner:
             page_filter = replace(wanted, before_id=cursor, limit=CHUNK)
             if text:
                 page, cursor = store.job_search(page_filter, text)
-                ids.extend(j.id for j in page)
+                ids.extend(j.id for j in page if shows(j, text))
                 if cursor is None:
                     break
             else:
