@@ -35,6 +35,7 @@ CHUNK = 1000  # ids acted on per store call
 MAX_JOBS = 100_000  # most jobs one operation acts on
 KEPT = 100  # finished operations remembered
 CHUNK_PAUSE = 0.0  # seconds between chunks (gentler on a busy store)
+IDLE_EXIT = 60.0  # seconds without work after which the thread ends (the next submit starts one)
 ACTIONS = ("retry", "discard")
 
 
@@ -65,7 +66,8 @@ class Operation:
 
 
 class BulkRunner:
-    """Runs operations one after another on a thread of its own, started on first submit."""
+    """Runs operations one after another on a thread of its own, started on submit and ended
+    after ``IDLE_EXIT`` seconds without work."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -82,10 +84,10 @@ class BulkRunner:
             op = Operation(next(self._ids), op_action, shown, actor, job_filter, text, ids)
             self._ops[op.id] = op
             self._forget_old()
-            if self._thread is None or not self._thread.is_alive():
+            self._queue.put(op)
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="conveyor-bulk", daemon=True)
                 self._thread.start()
-        self._queue.put(op)
         return op
 
     def _forget_old(self) -> None:
@@ -104,7 +106,14 @@ class BulkRunner:
 
     def _loop(self) -> None:
         while True:
-            op = self._queue.get()
+            try:
+                op = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:  # submit() puts under this lock: nothing can slip in now
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
             try:
                 self.run(op)
             except Exception as e:  # one failed operation must not stop the next

@@ -270,6 +270,22 @@ def test_bulk_retry_by_ids_or_search(web_app: Conveyor) -> None:
     assert set(job_ids(web_app, states=(JobState.READY,))) == {*chosen[:2], *matching}
 
 
+def test_the_bulk_thread_ends_when_idle_and_comes_back(
+    web_app: Conveyor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "IDLE_EXIT", 0.05)
+    api = connect(web_app)
+    for _ in range(2):
+        make_dead(web_app, 3)
+        op = api.post("/api/jobs/bulk", json={"action": "discard", "state": "dead"}).json()
+        assert wait_done(api, op["operation"]["id"])[-1]["changed"] == 3
+        runner = api.app.state.web.extras["bulk"]
+        deadline = time.monotonic() + 10
+        while runner._thread is not None:
+            assert time.monotonic() < deadline, "the idle bulk thread did not end"
+            time.sleep(0.02)
+
+
 @pytest.mark.parametrize("body", [
     {"action": "explode", "state": "dead"}, {"action": "discard"}, {"action": "retry", "ids": "1,2"},
     {"action": "retry", "ids": ["x"]}, {"action": "retry", "state": "nope"},
@@ -279,3 +295,4 @@ def test_bad_bulk_requests_are_400(web_app: Conveyor, body: dict[str, Any]) -> N
     one_line_error(api.post("/api/jobs/bulk", json=body), 400)
     assert api.get("/api/operations").json() == {"operations": []}
     one_line_error(api.get("/api/operations/7"), 404)
+
