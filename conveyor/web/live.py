@@ -87,6 +87,7 @@ class Broadcaster:
         self._thread: threading.Thread | None = None
         self._idle_since = time.monotonic()
         self.changes = 0  # changes seen since the feed was created
+        self.started = 0  # times the feed's thread was started
 
     def subscribe(self) -> Subscription:
         """A subscription for the running event loop; starts the feed if it is not running."""
@@ -97,6 +98,7 @@ class Broadcaster:
                 self._thread = threading.Thread(
                     target=self._run, name="conveyor-dashboard-changes", daemon=True)
                 self._thread.start()
+                self.started += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -147,7 +149,8 @@ class Broadcaster:
 def broadcaster_of(web: Web) -> Broadcaster:
     found = web.extras.get("live")
     if found is None:
-        found = web.extras.setdefault("live", Broadcaster(lambda: web.app.store))
+        found = web.extras.setdefault(
+            "live", Broadcaster(lambda: web.app.store, timeout=WAIT_TIMEOUT))
     assert isinstance(found, Broadcaster)
     return found
 
