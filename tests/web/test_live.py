@@ -24,6 +24,7 @@ from conveyor.web import dashboard, live
 from conveyor.web.live import Broadcaster
 from tests.web.conftest import insert
 
+
 def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
