@@ -296,3 +296,19 @@ def test_bad_bulk_requests_are_400(web_app: Conveyor, body: dict[str, Any]) -> N
     assert api.get("/api/operations").json() == {"operations": []}
     one_line_error(api.get("/api/operations/7"), 404)
 
+
+
+# --- redaction ------------------------------------------------------------------------------------
+def test_sensitive_arguments_never_leave_through_the_api(web_app: Conveyor) -> None:
+    secret = "hunter2-Zq9"
+    [job] = insert(web_app, name="echo", sensitive=("password", "card"),
+                   args=f'[{{"card": "{secret}", "n": 1}}]',
+                   kwargs=f'{{"password": "{secret}", "user": "ada", "nested": {{"card": "{secret}"}}}}')
+    api = connect(web_app)
+    shown = [api.get("/api/jobs").text, api.get(f"/api/jobs/{job}").text,
+             api.get("/api/jobs", params={"q": secret}).text,
+             api.get("/api/jobs", params={"q": "hunter2"}).text]
+    assert sum(text.count(secret) for text in shown) == 0
+    assert api.get("/api/jobs", params={"q": "hunter2"}).json()["jobs"] == []
+    assert [j["id"] for j in api.get("/api/jobs", params={"q": "ada"}).json()["jobs"]] == [job]
+    assert api.get(f"/api/jobs/{job}").json()["kwargs"]["user"] == "ada"
