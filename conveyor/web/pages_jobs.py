@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from .. import views
 from ..errors import JobNotFound
 from ..models import RETRYABLE_STATES, JobFilter, JobRecord, JobState
+from .api import shows
 from .pages import page, query_int
 from .routes import render, web_of
 
@@ -77,6 +78,7 @@ def fill(request: Request, listing: Listing) -> Listing:
     store = web_of(request).app.store
     if listing.q:
         found, listing.older = store.job_search(listing.filter(listing.limit), listing.q)
+        found = [j for j in found if shows(j, listing.q)]  # never by a redacted value
         by_id = by_id_search(request, listing)
         jobs = ([by_id] if by_id else []) + [j for j in found if by_id is None or j.id != by_id.id]
     else:

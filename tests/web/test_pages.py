@@ -244,3 +244,14 @@ def test_pages_under_a_mount_prefix_link_inside_it(web_app: Conveyor) -> None:
     page = web.get(f"/ops/jobs/{dead}").text
     assert 'href="/ops/static/app.css"' in page and f'action="/ops/api/jobs/{dead}/retry"' in page
     assert all(not href.startswith("/jobs") for href in re.findall(r'href="([^"]+)"', page))
+
+
+def test_sensitive_arguments_are_redacted_and_never_found(web_app: Conveyor) -> None:
+    [job_id] = insert(web_app, 1, kwargs='{"user": "ada", "password": "hunter2-secret"}',
+                      sensitive=("password",))
+    web = connect(web_app)
+    assert ids_on(web.get("/jobs?q=hunter2").text) == []
+    assert ids_on(web.get("/jobs?q=ada").text) == [job_id]
+    for path in ("/jobs", f"/jobs/{job_id}", "/jobs?q=ada"):
+        page = web.get(path).text
+        assert "hunter2" not in page and "ada" in page, path
