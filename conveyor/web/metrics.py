@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, StoreError
-from ..models import JobState
+from ..views import QUEUE_STATES
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -70,7 +70,7 @@ def families(app: Conveyor) -> Iterator[Any]:
     latency = GaugeMetricFamily("conveyor_queue_latency_seconds",
                                 "Age of the oldest ready job of the queue.", labels=["queue"])
     for q in stats:
-        for state in JobState:
+        for state in QUEUE_STATES:  # finished jobs are counted by the *_total counters
             jobs.add_metric([q.queue, state.value], q.count(state))
         age = 0.0 if q.oldest_ready_at is None else (now - q.oldest_ready_at).total_seconds()
         latency.add_metric([q.queue], max(0.0, age))

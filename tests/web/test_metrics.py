@@ -63,6 +63,7 @@ def check(text: str) -> None:
     assert value(samples, "conveyor_jobs", queue="mail", state="ready") == 3
     assert value(samples, "conveyor_jobs", queue="dead-q", state="dead") == 2
     assert value(samples, "conveyor_queue_latency_seconds", queue="mail") >= 0
+    assert not [k for k in samples if k[0] == "conveyor_jobs" and ("state", "succeeded") in k[1]]
     assert value(samples, "conveyor_jobs_enqueued_total", queue="mail", job="echo") == 3
     assert value(samples, "conveyor_jobs_finished_total", queue="fast", job="echo",
                  outcome="succeeded") == 4
