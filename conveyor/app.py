@@ -116,7 +116,7 @@ class Conveyor:
         max_memory: int | str | None = ..., unique: bool | KeySource | None = ...,
         unique_until: str | None = ..., unique_for: timedelta | float | None = ...,
         on_conflict: str | None = ..., concurrency: Limit | str | None = ...,
-        rate_limit: RateLimit | str | None = ...,
+        rate_limit: RateLimit | str | None = ..., sensitive: Iterable[str] | None = ...,
     ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 
     def job(self, func: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]

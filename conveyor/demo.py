@@ -28,6 +28,7 @@ from .cli.output import STATE_STYLE, age, console
 from .jobs import PreparedJob
 from .models import AttemptOutcome, JobRecord, JobState
 from .urls import redact_url
+from .views import redacted
 
 DEMO_URL = "sqlite:///conveyor-demo.db"
 QUEUE = "demo"  # the demo worker listens only here, so it never touches other jobs in a store
@@ -354,6 +355,7 @@ _COLORS = {JobState.SUCCEEDED: "green", JobState.DEAD: "red", JobState.RUNNING: 
 
 
 def _call(job: JobRecord) -> str:
+    job = redacted(job)
     args = job.args[1:-1]
     return f"({args})" if job.kwargs == "{}" else f"({args}, **{job.kwargs})"
 

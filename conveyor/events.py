@@ -12,6 +12,9 @@ Who fires what:
 - ``succeeded``, ``failed`` (will retry), ``dead``, ``cancelled``: the worker (and
   ``conveyor.testing``) once the store accepted the outcome. An outcome the store refused (a
   stale claim: the job was rescued meanwhile) fires nothing.
+
+Hooks get the record with the values of the job's sensitive argument keys redacted
+(``views.redacted``): an error tracker or a log shipper never sees them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from .models import JobRecord
+from .views import redacted
 
 log = logging.getLogger("conveyor")
 Hook = Callable[[JobRecord, BaseException | None], Any]
@@ -87,6 +91,8 @@ class Events:
         if hooks is None:
             event_named(event)  # raises, naming the known events
             return
+        if hooks and job.sensitive:
+            job = redacted(job)
         for hook in hooks:
             try:
                 hook(job, error)

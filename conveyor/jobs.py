@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -100,6 +100,8 @@ class _Enqueuer(Generic[P, R]):
             kwargs=serialization.encode_kwargs(kwargs), queue=o.queue, priority=o.priority,
             max_attempts=d.retry.attempts, timeout=o.timeout, run_at=run_at,
         )
+        if d.sensitive:
+            new.sensitive = d.sensitive
         if o.unique is not None or o.concurrency is not None or o.rate is not None:
             _apply_flow(new, o, d, args, kwargs)
         return PreparedJob(d, new)
@@ -167,7 +169,10 @@ class JobDefinition(_Enqueuer[P, R]):
         unique: bool | KeySource | None = None, unique_until: str | None = None,
         unique_for: timedelta | float | None = None, on_conflict: str | None = None,
         concurrency: Limit | str | None = None, rate_limit: RateLimit | str | None = None,
+        sensitive: Iterable[str] | None = None,
     ) -> None:
+        # argument keys whose values are never shown (views.shown_args), at any depth
+        self.sensitive = sensitive_keys(sensitive)
         if isinstance(retry, int):
             retry = Retry(attempts=retry)
         # while it runs, its worker process's memory may not pass this (see worker.memory)
@@ -264,6 +269,23 @@ def _positional_arity(signature: inspect.Signature) -> tuple[int, int] | None:
     if not all(p.kind in plain for p in params):
         return None
     return sum(p.default is inspect.Parameter.empty for p in params), len(params)
+
+
+def sensitive_keys(keys: Iterable[str] | None) -> tuple[str, ...]:
+    """``sensitive=`` checked: a list of non-empty argument names (TypeError, ValueError)."""
+    if keys is None:
+        return ()
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+        raise TypeError(
+            f"sensitive must be a list of argument names, e.g. ['password'], not {keys!r}"
+        )
+    names = list(keys)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"sensitive: every argument name must be a string, not {name!r}")
+        if not name:
+            raise ValueError("sensitive: an argument name must not be empty")
+    return tuple(dict.fromkeys(names))
 
 
 def _seconds(value: float | timedelta) -> float:

@@ -43,6 +43,7 @@ from .jobs import JobDefinition
 from .maintenance.cron import CronScheduler
 from .models import JobFilter, JobOutcome, JobRecord, JobState
 from .store import Store, open_store
+from .views import redacted
 
 __all__ = [
     "DrainResult", "TestContext", "assert_enqueued", "assert_not_enqueued", "drain", "isolated",
@@ -258,8 +259,9 @@ def _matching(
 def _describe(jobs: list[JobRecord]) -> str:
     if not jobs:
         return "nothing of that name is enqueued"
+    shown = [redacted(j) for j in jobs[:10]]
     return "enqueued: " + "; ".join(
-        f"{j.name}(args={j.args}, kwargs={j.kwargs}, queue={j.queue})" for j in jobs[:10]
+        f"{j.name}(args={j.args}, kwargs={j.kwargs}, queue={j.queue})" for j in shown
     )
 
 

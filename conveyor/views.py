@@ -10,8 +10,8 @@ Nothing here reads the store.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import fields
+from collections.abc import Collection, Sequence
+from dataclasses import fields, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
@@ -72,10 +72,37 @@ def _payload(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+REDACTED = "[redacted]"
+
+
+def redact(value: Any, keys: Collection[str]) -> Any:
+    """``value`` (decoded JSON) with the value of every object key in ``keys`` replaced by
+    ``"[redacted]"``, at any depth."""
+    if isinstance(value, dict):
+        return {k: REDACTED if k in keys else redact(v, keys) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, keys) for v in value]
+    return value
+
+
 def shown_args(job: JobRecord) -> tuple[Any, Any]:
     """The job's positional and keyword arguments as they may be shown: the one place where
-    stored arguments become visible (redaction of sensitive ones belongs here)."""
-    return _payload(job.args), _payload(job.kwargs)
+    stored arguments become visible. The values of the job's sensitive keys are redacted,
+    wherever they are inside the arguments."""
+    args, kwargs = _payload(job.args), _payload(job.kwargs)
+    if not job.sensitive:
+        return args, kwargs
+    keys = frozenset(job.sensitive)
+    return redact(args, keys), redact(kwargs, keys)
+
+
+def redacted(job: JobRecord) -> JobRecord:
+    """The job with its sensitive values redacted from ``args`` and ``kwargs`` (still JSON
+    text), for what hands records on: event hooks, reports. The same job if it has none."""
+    if not job.sensitive:
+        return job
+    args, kwargs = shown_args(job)
+    return replace(job, args=json.dumps(args), kwargs=json.dumps(kwargs))
 
 
 # --- records -------------------------------------------------------------------------------------

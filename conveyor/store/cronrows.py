@@ -31,12 +31,18 @@ ToDt = Callable[[Any], datetime | None]
 
 
 def job_to_text(job: NewJob) -> str:
-    return json.dumps({f: getattr(job, f) for f in _JOB_FIELDS}, sort_keys=True)
+    fields: dict[str, Any] = {f: getattr(job, f) for f in _JOB_FIELDS}
+    if job.sensitive:
+        fields["sensitive"] = list(job.sensitive)
+    return json.dumps(fields, sort_keys=True)
 
 
 def job_from_text(text: str) -> NewJob:
     known = {f.name for f in dataclasses.fields(NewJob)}
-    return NewJob(**{k: v for k, v in json.loads(text).items() if k in known})
+    fields = {k: v for k, v in json.loads(text).items() if k in known}
+    if "sensitive" in fields:
+        fields["sensitive"] = tuple(fields["sensitive"])
+    return NewJob(**fields)
 
 
 def _state(value: Any) -> JobState | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conveyor.cron import ScheduleDef
 from conveyor.models import (
     HISTOGRAM_BOUNDS,
     AttemptOutcome,
@@ -72,6 +73,15 @@ def test_sensitive_keys_go_with_unique_and_limited_jobs_and_come_back_on_claim(s
     claimed = store.job_claim("w1", "default", 5, now=T0)
     assert sorted(j.sensitive for j in claimed) == [("a", "b"), ("token",)]
     assert [j.sensitive for j in store.job_list(JobFilter())] == [("a", "b"), ("token",)]
+
+
+def test_a_schedule_keeps_the_sensitive_keys_of_its_job(store: Store) -> None:
+    job = NewJob("tests:login", kwargs='{"password": "x"}', sensitive=("password",))
+    store.cron_register([ScheduleDef("login", "* * * * *", "UTC", job)], now=T0)
+    _, [state] = store.cron_states(now=T0)
+    assert state.job == job
+    job_id = store.cron_run_now("login", None, now=T0)
+    assert job_id is not None and store.job_get(job_id).sensitive == ("password",)  # type: ignore[union-attr]
 
 
 # --- search -------------------------------------------------------------------------------------

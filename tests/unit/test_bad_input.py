@@ -359,3 +359,31 @@ def test_store_missing_names_a_sqlite_file_that_does_not_exist(tmp_path: Path) -
     assert app.store_missing() is None
     app.close()
     assert Conveyor("postgresql://u@h/db").store_missing() is None
+
+
+@pytest.mark.parametrize(("sensitive", "error", "words"), [
+    ("password", TypeError, "a list of argument names"),
+    (["password", 3], TypeError, "must be a string, not 3"),
+    (["password", ""], ValueError, "must not be empty"),
+    (42, TypeError, "a list of argument names"),
+])
+def test_sensitive_must_be_a_list_of_argument_names(
+    app: Conveyor, sensitive: Any, error: type[Exception], words: str,
+) -> None:
+    with pytest.raises(error, match=words) as raised:
+        app.job(sensitive=sensitive)(lambda password: None)
+    assert "\n" not in str(raised.value)
+
+
+def test_sensitive_keys_are_stored_with_each_job(tmp_path: Path) -> None:
+    def login(user: str, password: str) -> None: ...
+
+    app = Conveyor(f"sqlite:///{tmp_path / 'jobs.db'}")
+    app.migrate()
+    try:
+        job = app.job(sensitive=("password", "password", "otp"))(login)
+        assert job.sensitive == ("password", "otp")
+        handle = job.enqueue("ann", password="x")
+        assert app.client.get(handle.id).sensitive == ("password", "otp")
+    finally:
+        app.close()

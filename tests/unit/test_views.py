@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from conveyor import views
@@ -60,3 +61,24 @@ def test_queue_and_worker_views() -> None:
     late = views.worker_view(p, T0 + timedelta(seconds=61), stale_after=60)
     assert (late["stale"], late["heartbeat_age_seconds"], late["queues"]) == (True, 61.0, ["mail"])
     assert plain(row) and plain(late)
+
+
+def test_sensitive_keys_are_redacted_at_any_depth_in_args_and_kwargs() -> None:
+    job = replace(JOB, sensitive=("password", "card"),
+                  args='[{"user": "ann", "password": "p1"}, [[{"card": {"no": 4111}}]], "password"]',
+                  kwargs='{"password": "p2", "opts": {"auth": [{"password": "p3", "otp": 1}]}}')
+    args, kwargs = views.shown_args(job)
+    assert args == [{"user": "ann", "password": "[redacted]"}, [[{"card": "[redacted]"}]],
+                    "password"]  # a value that merely equals a key name stays
+    assert kwargs == {"password": "[redacted]",
+                      "opts": {"auth": [{"password": "[redacted]", "otp": 1}]}}
+    assert views.job_view(job)["kwargs"] == kwargs
+    assert "p1" not in json.dumps(views.job_detail_view(job, [], []))
+
+
+def test_a_redacted_record_keeps_everything_but_the_secrets() -> None:
+    job = replace(JOB, sensitive=("password",), kwargs='{"password": "p", "x": 1}')
+    shown = views.redacted(job)
+    assert json.loads(shown.kwargs) == {"password": "[redacted]", "x": 1}
+    assert replace(shown, kwargs=job.kwargs, args=job.args) == job
+    assert views.redacted(JOB) is JOB  # nothing sensitive: the same record
