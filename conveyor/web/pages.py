@@ -150,7 +150,7 @@ def schedules_page(request: Request) -> Response:
 
 def doctor_page(request: Request) -> Response:
     report = doctor.diagnose(web_of(request).app).to_dict()
-    return page(request, "doctor.html", report=report)
+    return page(request, "doctor.html", report=report, live="none")  # a diagnosis reads much
 
 
 def audit_page(request: Request) -> Response:

@@ -255,3 +255,16 @@ def test_sensitive_arguments_are_redacted_and_never_found(web_app: Conveyor) -> 
     for path in ("/jobs", f"/jobs/{job_id}", "/jobs?q=ada"):
         page = web.get(path).text
         assert "hunter2" not in page and "ada" in page, path
+
+
+def test_retry_of_a_selection_of_dead_jobs(web_app: Conveyor) -> None:
+    dead = make_dead(web_app, 5)
+    web = connect(web_app)
+    page = web.get("/dead").text
+    assert all(f'name="ids" form="bulk-selection" value="{i}"' in page for i in dead)
+    selection = forms(page, "/api/jobs/bulk")[0]  # the selection form comes first
+    answer = web.post(selection.pop("action"), data={**selection, "action": "retry",
+                                                     "ids": [str(i) for i in dead[:2]]})
+    assert answer.status_code == 303
+    assert 'aria-valuenow="2"' in wait_for_operation(web, answer.headers["location"])
+    assert sorted(ids_on(web.get("/jobs?state=ready").text)) == sorted(dead[:2])
