@@ -33,7 +33,7 @@ SUSPECTS_EVERY = 1.0  # seconds between looks for suspects (jobs to run alone) w
 class Claimer:
     def __init__(
         self, store: Callable[[], Store], worker_id: str, queues: QueueSpec, hand: Hand,
-        completer: Completer, launch: Callable[[JobRecord], None], *, poll: float,
+        completer: Completer, launch: Callable[[JobRecord], object], *, poll: float,
     ) -> None:
         self._store = store
         self.worker_id = worker_id
@@ -51,15 +51,20 @@ class Claimer:
         """One turn at monotonic time ``now``; returns seconds to wait (0: go on, ``IDLE``)."""
         self.return_overdue(now)
         room = self.hand.concurrency + self.pace.ahead()
+        # the caller's wait ends when room comes free (set before counting what is in hand, so
+        # that no job finishing meanwhile goes unnoticed)
+        self.hand.wake_at = room - 1
         wanted = room - self.hand.in_hand()
         if wanted <= 0:
             self._batch_since = None
             return min(self.poll, WAITING_MAX)
         # while jobs are in hand, wait a moment (BATCH_WAIT) for half the room to come free: a
-        # claim is a commit, and one commit for many jobs is what lets short jobs drain fast
+        # claim is a commit, and one commit for many jobs is what lets short jobs drain fast.
+        # Meanwhile only half the room wakes the caller, not each job that ends
         if wanted < max(1, room // 2) and wanted < room:
             since = self._batch_since = self._batch_since if self._batch_since is not None else now
             if now - since < BATCH_WAIT:
+                self.hand.wake_at = room - max(1, room // 2)
                 return BATCH_WAIT - (now - since)
         self._batch_since = None
         self.claim_suspect(now)

@@ -17,13 +17,17 @@ from ..models import Held, HeldJob, JobRecord
 from .ledger import Ledger
 
 Pair = tuple[int, str]  # (job id, lease): one claim's jobs share a lease, so both are needed
+EVERY_FINISH = 1 << 30  # a ``wake_at`` that any finished job reaches
 
 
 class Hand:
     def __init__(self, concurrency: int, ledger: Ledger | None = None) -> None:
         self.concurrency = concurrency
         self.ledger = ledger or Ledger.for_worker(concurrency)
-        self.freed = threading.Event()  # a slot came free (or the worker is stopping)
+        self.freed = threading.Event()  # room came free (or the worker is stopping)
+        # a finished job sets ``freed`` only once the jobs in hand fall to this many: the claim
+        # loop sets it to where its next claim is due, and is not woken by every job before
+        self.wake_at = EVERY_FINISH
         self._lock = threading.Lock()
         self._running: dict[int, executor.Call] = {}
         self._waiting: deque[tuple[JobRecord, float]] = deque()  # (job, monotonic when claimed)
@@ -74,7 +78,9 @@ class Hand:
         self.ledger.hold(job.id, Held.FINISHED)
         with self._lock:
             self._running.pop(job.id, None)
-        self.freed.set()
+            low = len(self._running) + len(self._waiting) <= self.wake_at
+        if low:
+            self.freed.set()
 
     def lost(self, job: JobRecord) -> None:
         """It ended without an outcome to write (recorded another way)."""

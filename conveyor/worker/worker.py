@@ -23,7 +23,7 @@ from ..store import Store
 from . import sandbox
 from .claimer import IDLE, Claimer
 from .completer import Completer
-from .hand import Hand, Pair
+from .hand import EVERY_FINISH, Hand, Pair
 from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .memory import EXIT_REPLACE, MemoryWatch, job_limit, mb
@@ -138,29 +138,38 @@ class Worker:
                 self.hand.freed.wait(wait)
 
     # --- running jobs -----------------------------------------------------------------------
-    def _launch(self, job: JobRecord) -> None:
+    def _launch(self, job: JobRecord, *, here: bool = False) -> executor.Call | None:
+        """Start ``job``: async ones on the event loop, sync ones on a slot thread; with
+        ``here`` (called from a slot thread that just came free), a sync job is returned for
+        that thread to run itself: no hand-over to another thread, no wake-up."""
         call = executor.prepare(self._runtime, job, self.id)
         if isinstance(call, JobOutcome):  # unknown name, unreadable arguments
             self.hand.finished(job)
             self.completer.put(call)
-            return
+            return None
         assert call.definition is not None
         self.hand.started(call)
         self.app.fire("started", job)
         if call.definition.is_async and job.lost_count < SUSPECT_AT:
             self._async.submit(self._run_async(call))
+        elif here:
+            return call
         else:
             self._slots.submit(call)
+        return None
 
-    def _run_sync(self, call: executor.Call) -> None:
-        if call.job.lost_count >= SUSPECT_AT:
-            self._run_alone(call)
-            return
-        try:
-            outcome = executor.run_sync(self._runtime, call)
-        except BaseException as e:  # after the job's body: encoding, the log
-            outcome = executor.unrecordable(executor.bare_outcome(call), e)
-        self._done(call, outcome)
+    def _run_sync(self, first: executor.Call) -> None:
+        """A slot thread's turn: ``first``, then each job claimed ahead that waits for a slot."""
+        call: executor.Call | None = first
+        while call is not None:
+            if call.job.lost_count >= SUSPECT_AT:
+                self._run_alone(call)
+                return
+            try:
+                outcome = executor.run_sync(self._runtime, call)
+            except BaseException as e:  # after the job's body: encoding, the log
+                outcome = executor.unrecordable(executor.bare_outcome(call), e)
+            call = self._done(call, outcome, here=True)
 
     async def _run_async(self, call: executor.Call) -> None:
         try:
@@ -194,12 +203,18 @@ class Worker:
             self.app.fire("dead", job, None)
         self.hand.lost(job)
 
-    def _done(self, call: executor.Call, outcome: JobOutcome) -> None:
+    def _done(self, call: executor.Call, outcome: JobOutcome, *,
+              here: bool = False) -> executor.Call | None:
+        """Hand the outcome to the completer and start what waits for the freed slot; with
+        ``here``, the first sync job among those is returned for the calling thread to run."""
         self.claimer.pace.ran(time.perf_counter() - call.started)
         self.hand.finished(call.job)
         self.completer.put(outcome)
         while not self._stop.is_set() and (following := self.hand.next_waiting()) is not None:
-            self._launch(following)
+            mine = self._launch(following, here=here)
+            if mine is not None:
+                return mine
+        return None
 
     def _accepted(self, outcome: JobOutcome) -> None:
         """The store took this outcome: now its event fires (hooks, metrics)."""
@@ -268,6 +283,7 @@ class Worker:
     def _shutdown(self, completer: threading.Thread) -> None:
         timeout = self._settings.shutdown_timeout
         deadline = time.monotonic() + timeout
+        self.hand.wake_at = EVERY_FINISH
         unstarted = self.hand.take_waiting()  # claimed ahead, never started: back at once
         if unstarted:
             self._release(unstarted, started=False, level=logging.INFO,
