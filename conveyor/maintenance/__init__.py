@@ -4,9 +4,10 @@ clock) that a test drives with a frozen time:
 - ``promote``: scheduled jobs and retries whose time has come become ready
 - ``rescue``: jobs of workers that stopped heartbeating run again
 - ``prune``: finished jobs past their retention are deleted
+- ``history``: a sample a minute of what happened per queue, for the dashboard and metrics
 - ``watchdog``: running jobs past their timeout or cancellation grace, for the supervisor to stop
 
-``Maintenance`` runs the first three on their cadences in the leader supervisor; every
+``Maintenance`` runs these four on their cadences in the leader supervisor; every
 supervisor runs its own watchdog over its own children, and its own cron scheduler
 (``CronScheduler``: the store keeps each tick to one enqueue, so any number may run).
 """
@@ -22,12 +23,16 @@ from ..clock import Clock
 from ..settings import Settings
 from ..store import Store
 from .cron import CronScheduler
+from .history import History
 from .promote import Promote
 from .prune import Prune
 from .rescue import Rescue
 from .watchdog import Watchdog
 
-__all__ = ["CronScheduler", "Duty", "Maintenance", "Promote", "Prune", "Rescue", "Service", "Watchdog"]
+__all__ = [
+    "CronScheduler", "Duty", "History", "Maintenance", "Promote", "Prune", "Rescue", "Service",
+    "Watchdog",
+]
 
 
 class Service(Protocol):
@@ -50,16 +55,19 @@ class Duty:
 
 
 class Maintenance:
-    """The leader's duties on their cadences: promote, rescue, prune."""
+    """The leader's duties on their cadences: promote, rescue, prune, history."""
 
     def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
         self.promote = Promote(store)
         self.rescue = Rescue(store, rescue_after=settings.rescue_after)
         self.prune = Prune(store, settings, clock)
+        self.history = History(store, clock)
         self.duties = [
             Duty(every=min(1.0, settings.poll_interval), service=self.promote),
             Duty(every=max(0.5, settings.rescue_after / 4), service=self.rescue),
             Duty(every=60.0, service=self.prune),
+            # a sample a minute: looked for four times a minute, so no minute is skipped
+            Duty(every=15.0, service=self.history),
         ]
 
     def run_once(self, now: datetime | None = None, *, mono: float | None = None) -> None:

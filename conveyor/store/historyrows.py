@@ -5,7 +5,8 @@ metric totals. Only the placeholders and the time arithmetic differ between the 
 A sample counts, since the previous one:
 - enqueued: jobs with ids past the previous sample's highest (the primary key);
 - succeeded and dead: jobs that finished so, through the finished-jobs index (a success has
-  no attempt row: the job row records it), their durations (successes) and waits;
+  no attempt row: the job row records it), their durations (successes) and waits, up to
+  ``SETTLE`` seconds before the sample;
 - failed: attempts that ended in an error, a timeout or a memory limit (ids past the
   previous sample's highest attempt), with their durations.
 """
@@ -30,6 +31,9 @@ from .shared import FINISHED_SQL
 MAX_IDS = 500_000  # ids of each table one sample reads at most; the rest wait for the next
 MAX_LOOKBACK = timedelta(hours=1)  # finishes older than this when a sample is late go uncounted
 FIRST_LOOKBACK = timedelta(minutes=1)  # finishes the very first sample counts
+# finishes are counted once this old: a worker's batch of outcomes commits a moment after its
+# jobs ended (finished_at is when they ended), and a sample must not pass over them
+SETTLE = timedelta(seconds=10)
 FAILED_OUTCOMES = ("error", "timeout", "memory_exceeded")
 
 Param = Callable[[str], str]  # a parameter's name -> the dialect's placeholder for it
@@ -61,13 +65,14 @@ def window(
     last = to_dt(last_minute)
     if last is not None and minute <= last:
         return None
-    since = to_dt(sampled_at) or now - FIRST_LOOKBACK
+    until = now - SETTLE
+    since = to_dt(sampled_at) or until - FIRST_LOOKBACK
     return Window(
         minute=minute,
         job_from=job_from, job_to=max(job_from, min(top_job, job_from + MAX_IDS)),
         attempt_from=attempt_from,
         attempt_to=max(attempt_from, min(top_attempt, attempt_from + MAX_IDS)),
-        since=min(max(since, now - MAX_LOOKBACK), now), until=now,
+        since=min(max(since, until - MAX_LOOKBACK), until), until=until,
     )
 
 

@@ -109,3 +109,23 @@ def test_no_rescue_right_after_the_store_came_back(t: TestContext) -> None:
     assert duties.rescue.run_once(now + timedelta(seconds=31)) == [], "held: heartbeats resume"
     duties.rescue.held_until = time.monotonic() - 1  # rescue_after has passed since
     assert duties.rescue.run_once(now + timedelta(seconds=31)) == [claimed.id]
+
+
+def test_history_samples_once_a_minute_and_prunes_a_week_back_hourly(t: TestContext) -> None:
+    duties = Maintenance(app.store, app.settings, app.clock)
+    start = t.clock.now().replace(second=0, microsecond=0) - timedelta(days=8)
+    work.enqueue(1)
+    assert duties.history.run_once(start)
+    assert not duties.history.run_once(start + timedelta(seconds=30))
+    assert len(app.store.history_list(start)) == 1
+    day = start + timedelta(days=1)
+    assert duties.history.run_once(day)  # the first sample is a week and a day old now...
+    assert duties.history.run_once(day + timedelta(days=7))  # ...and goes with the hourly prune
+    assert [s.minute for s in app.store.history_list(start)] == [day, day + timedelta(days=7)]
+    assert duties.history.run_once(day + timedelta(days=7, minutes=1))  # pruned an hour ago
+    assert len(app.store.history_list(start)) == 3
+    assert duties.history.run_once(day + timedelta(days=7, hours=1, minutes=1))
+    assert [s.minute for s in app.store.history_list(start)] == [
+        day + timedelta(days=7), day + timedelta(days=7, minutes=1),
+        day + timedelta(days=7, hours=1, minutes=1)]
+    assert any(d.service is duties.history for d in duties.duties)
