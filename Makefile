@@ -11,7 +11,7 @@ PG_URL := $(or $(CONVEYOR_TEST_DATABASE_URL),postgresql://postgres@127.0.0.1:543
 .PHONY: soak
 
 help:
-	@echo "make demo    create .venv if needed, then run a worker and example jobs on SQLite (~10 s)"
+	@echo "make demo    create .venv if needed, then a worker, example jobs and the dashboard on SQLite (Ctrl-C stops)"
 	@echo "make test    create .venv if needed, then run the whole suite on SQLite and PostgreSQL"
 	@echo "make bench   enqueue/drain/wake-up numbers on each store"
 	@echo "make chaos   20,000 jobs on each store while workers are SIGKILLed: lost and dead must be 0"
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: venv
-	$(BIN)/conveyor demo
+	$(BIN)/conveyor demo --keep-running
 
 define PG_CHECK
 import os, re, sys

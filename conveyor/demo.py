@@ -10,6 +10,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -127,10 +128,12 @@ def run(url: str | None, *, duration: float, keep_running: bool) -> int:
     store_app.migrate()
     log = Path(tempfile.mkstemp(prefix="conveyor-demo-", suffix=".log")[1])
     worker = _start_worker(url, log)
+    board, board_url = _start_dashboard(url, log)
     inspect = _inspect_prefix(url)
     click.echo(f"conveyor demo: store {redact_url(url)}{' (fresh file)' if fresh else ''}")
     click.echo(f"worker pid {worker.pid} (1 process, {CONCURRENCY} at a time, queue {QUEUE!r});"
                f" its logs: {log}")
+    click.echo(f"dashboard: {board_url}" if board is not None else board_url)
     handles = store_app.enqueue_many(examples(datetime.now(UTC)))
     watch = Watcher(store_app, min(h.id for h in handles), inspect)
     try:
@@ -141,8 +144,8 @@ def run(url: str | None, *, duration: float, keep_running: bool) -> int:
             click.echo(f"Queues, workers:  {inspect} status")
             click.echo(f"Recurring jobs:   {inspect} cron history demo-tick")
         if code == 0 and keep_running:
-            click.echo(f"\nThe worker keeps running. Enqueue more:  {inspect} enqueue"
-                       f" conveyor.demo:add 1 2   (Ctrl-C stops)")
+            click.echo(f"\nThe worker keeps running{' and the dashboard at ' + board_url if board else ''}."
+                       f" Enqueue more:  {inspect} enqueue conveyor.demo:add 1 2   (Ctrl-C stops)")
             while worker.poll() is None:
                 watch.poll()
                 time.sleep(POLL)
@@ -150,6 +153,8 @@ def run(url: str | None, *, duration: float, keep_running: bool) -> int:
         code = 130 if not keep_running else 0
     finally:
         _stop(worker)
+        if board is not None:
+            _stop(board, "dashboard")
         store_app.close()
     return code
 
@@ -221,16 +226,46 @@ def _start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is not None:
+def _start_dashboard(url: str, log: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """The dashboard on loopback (port 8000, or any free one), or None and why not."""
+    from .web import missing_extra
+
+    problem = missing_extra()
+    if problem is not None:
+        return None, f"no dashboard: {problem}"
+    port = _free_port(8000)
+    env = {**os.environ, "CONVEYOR_DATABASE_URL": url}
+    env.pop("CONVEYOR_APP", None)
+    env.pop("CONVEYOR_DASHBOARD_TOKEN", None)  # loopback only, no sign-in
+    command = [sys.executable, "-m", "conveyor", "-A", "conveyor.demo:app", "dashboard",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with log.with_suffix(".dashboard.log").open("wb") as sink:
+        board = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env,
+                                 start_new_session=True)
+    return board, f"http://127.0.0.1:{port}/"
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def _stop(process: subprocess.Popen[bytes], what: str = "worker") -> None:
+    if process.poll() is not None:
         return
-    worker.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
     try:
-        worker.wait(timeout=15)
+        process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-        click.echo("the worker did not stop within 15s of SIGTERM and was killed", err=True)
+        process.kill()
+        process.wait()
+        click.echo(f"the {what} did not stop within 15s of SIGTERM and was killed", err=True)
 
 
 # --- narrating -------------------------------------------------------------------------------
