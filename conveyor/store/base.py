@@ -218,7 +218,7 @@ class Store(Protocol):
         transaction. Once per minute: False, writing nothing, if that minute has a sample."""
 
     def history_list(self, since: datetime, *, queue: str | None = None) -> list[MinuteStats]:
-        """Samples from the minute of ``since`` on, oldest first (then by queue)."""
+        """Samples of the minutes at or after ``since``, oldest first (then by queue)."""
 
     def metric_totals(self) -> list[MetricTotal]:
         """Every cumulative metric, by queue, job name and metric."""

@@ -349,3 +349,12 @@ def test_a_burst_of_finishes_notifies_at_most_twice_a_second_and_after_the_last(
     assert 2 <= len(arrived) <= 4, arrived
     assert arrived[-1] > done  # the finishes that went without are announced afterwards
     assert all(later - earlier > 0.4 for earlier, later in pairwise(arrived))
+
+
+def test_watching_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'nothing here.db'}")
+    try:
+        assert store.wait_for_changes(0.05)  # cannot watch: says changed, never raises
+        assert not (tmp_path / "nothing here.db").exists()
+    finally:
+        store.close()

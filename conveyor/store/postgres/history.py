@@ -71,7 +71,7 @@ class PostgresHistory:
         self, filter: JobFilter, text: str, *, budget: int = 20_000
     ) -> tuple[list[JobRecord], int | None]:
         window, params = shared.search_window_query(filter.before_id, budget, "%s")
-        with self._db.connect() as conn, conn.transaction():  # one snapshot for both
+        with self._db.connect() as conn:
             row = conn.execute(window, params).fetchone()
             low = None if row is None else int(row[0])
             query, args = shared.job_search_query(filter, text, low, "%s", _any, "ILIKE")

@@ -7,6 +7,7 @@ moved the marks in between, it writes nothing."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 from ...models import AuditEntry, JobFilter, JobRecord, MetricTotal, MinuteStats
 from .. import historyrows as h
@@ -67,8 +69,10 @@ class ChangeWatch:
 
     def _version(self) -> int:
         if self._conn is None:
-            self._conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            plain = self.path != ":memory:" and not self.path.startswith("file:")
+            target = f"file:{quote(os.path.abspath(self.path))}?mode=rw" if plain else self.path
+            self._conn = sqlite3.connect(  # never creates the file
+                target, timeout=30, isolation_level=None, check_same_thread=False, uri=plain
             )
         return int(self._conn.execute(sql.DATA_VERSION).fetchone()[0])
 
