@@ -32,6 +32,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.machine import (
+    cpu_model,
+    cpu_times,
+    ensure_redis,
+    pg_setting,
+    pip_freeze,
+    postgres_version,
+    sqlite3_version,
+    steal_share,
+)
+from bench.runs import Bench, fmt_latency, fmt_rate
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("CONVEYOR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -115,192 +127,8 @@ def postgres_available() -> bool:
 
 SYSTEMS = ["conveyor-sqlite", "conveyor-postgres", "celery", "rq", "dramatiq", "huey", "arq", "saq",
            "procrastinate", "pgqueuer"]
-EXTRAS = ["raw", "scale", "memory", "flow"]
+EXTRAS = ["raw", "scale", "memory", "flow", "roundtrip"]
 METRICS = ["enqueue_one", "enqueue_bulk", "drain", "latency"]
-RETRY_PAUSE = 10.0  # s before a failed run is tried again
-REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-               "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-               "--logfile", "/var/log/redis/ci.log"]
-
-
-def ensure_redis() -> str | None:
-    """Redis answers (started here if it does not and the URL is the default local one): its version."""
-    from bench.peers.common import REDIS_URL, redis_client
-
-    def version() -> str:
-        r = redis_client()
-        try:
-            return str(r.info("server")["redis_version"])
-        finally:
-            r.close()
-
-    try:
-        return version()
-    except Exception:
-        if "127.0.0.1:6379" not in REDIS_URL:
-            return None
-    try:
-        subprocess.run(REDIS_START, check=True, timeout=30, capture_output=True)
-    except (OSError, subprocess.SubprocessError) as e:
-        print(f"make bench: Redis is not answering and could not be started: {e}", file=sys.stderr)
-        return None
-    for _ in range(50):
-        try:
-            return version()
-        except Exception:
-            time.sleep(0.1)
-    return None
-
-
-def postgres_version() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN, connect_timeout=3) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            return str(row[0]).split()[0] if row else "?"
-    except Exception:
-        return None
-
-
-def pg_setting(name: str) -> str:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN, connect_timeout=3) as conn:
-            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
-            return str(row[0]) if row else "?"
-    except Exception:
-        return "?"
-
-
-def cpu_times() -> list[int]:
-    """The machine's cumulative CPU time by kind (/proc/stat's first line; empty elsewhere)."""
-    try:
-        with open("/proc/stat") as f:
-            return [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return []
-
-
-def steal_share(before: list[int], after: list[int]) -> str:
-    """How much of the CPU time a virtual machine's host kept for others meanwhile (steal)."""
-    if len(before) < 8 or len(after) < 8:
-        return "unknown"
-    total = sum(after) - sum(before)
-    return f"{(after[7] - before[7]) / total * 100:.0f}%" if total else "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def pip_freeze(packages: set[str]) -> list[str]:
-    out = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all", "--disable-pip-version-check"],
-                         capture_output=True, text=True, timeout=60).stdout
-    norm = {p.lower().replace("_", "-") for p in packages}
-    keep = []
-    for line in out.splitlines():
-        name = line.split("==")[0].split(" @ ")[0].strip().lower().replace("_", "-")
-        if name in norm:
-            keep.append(line.strip())
-    if "conveyor" in norm:
-        from importlib.metadata import version
-
-        keep.append(f"conveyor=={version('conveyor')} (this repository, {git_head()})")
-    return sorted(keep, key=str.lower)
-
-
-def git_head() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "conveyor"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"commit {out}{' + uncommitted changes' if dirty else ''}"
-    except (OSError, subprocess.SubprocessError):
-        return "commit unknown"
-
-
-class Bench:
-    """Runs the measurements through bench.peers.run, keeps the medians, notes and failures."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.notes: list[str] = []
-        self.env = {"CONVEYOR_BENCH_PROCESSES": str(args.processes),
-                    "CONVEYOR_BENCH_CONCURRENCY": str(args.concurrency)}
-
-    def once(self, system: str, metric: str, n: int, limit: float) -> dict:  # type: ignore[type-arg]
-        from bench.peers.run import measure
-
-        r = measure(system, metric, n, limit, self.env)
-        for note in r.get("notes") or []:
-            self.notes.append(f"{system} {metric}: {note}")
-        if "error" in r and self.args.verbose:
-            print(f"--- {system} {metric} failed: {r['error']}", r.get("stderr", ""), r.get("worker_log", ""),
-                  sep="\n", file=sys.stderr)
-        return r
-
-    def attempt(self, system: str, metric: str, n: int, limit: float) -> dict:  # type: ignore[type-arg]
-        """One run; a failed run is tried once more after a pause (the stores are shared with
-        other work on this machine, e.g. a test suite restarting PostgreSQL)."""
-        r = self.once(system, metric, n, limit)
-        if "error" in r:
-            time.sleep(RETRY_PAUSE)
-            self.notes.append(f"{system} {metric}: a run failed ({r['error']}) and was tried again")
-            r = self.once(system, metric, n, limit)
-            if "error" in r:
-                self.notes.append(f"{system} {metric}: a run failed twice ({r['error']})")
-        return r
-
-    @staticmethod
-    def median(results: list[dict]):  # type: ignore[no-untyped-def, type-arg]
-        """Median over the runs of a number or of each element of a tuple; or "n/a (reason)"."""
-        values = [r["value"] for r in results if "error" not in r]
-        if not values:
-            return f"n/a ({results[0]['error']})" if results else "n/a (not run)"
-        if values[0] is None:
-            return None
-        if isinstance(values[0], list):
-            return [statistics.median(v[i] for v in values) for i in range(len(values[0]))]
-        return statistics.median(values)
-
-    def repeated(self, system: str, metric: str, n: int, limit: float):  # type: ignore[no-untyped-def]
-        return self.median([self.attempt(system, metric, n, limit) for _ in range(self.args.runs)])
-
-    def alternated(self, systems: list[tuple[str, int]], metric: str, limit: float):  # type: ignore[no-untyped-def]
-        """``metric`` for each (system, n), run 1 of every system, then run 2 of every system...:
-        on a machine whose speed drifts (a shared host), each system sees the same spread of
-        conditions. Returns {system: median}."""
-        results: dict[str, list[dict]] = {system: [] for system, _ in systems}  # type: ignore[type-arg]
-        for _ in range(self.args.runs):
-            for system, n in systems:
-                results[system].append(self.attempt(system, metric, n, limit))
-        return {system: self.median(found) for system, found in results.items()}
-
-
-def fmt_rate(v) -> str:  # type: ignore[no-untyped-def]
-    if isinstance(v, str):
-        return v
-    if v is None:
-        return "—"
-    return f"{v:,.0f}"
-
-
-def fmt_latency(v) -> str:  # type: ignore[no-untyped-def]
-    if isinstance(v, str):
-        return v
-    if v is None:
-        return "—"
-    return " / ".join("∞" if x == float("inf") else f"{x:.1f}" for x in v)
 
 
 def main() -> None:
@@ -380,6 +208,12 @@ def main() -> None:
         row_of[system] = f"| {name} | {store} | " + " | ".join(cells) + " |"
     rows = [row_of[system] for system in chosen_systems]
     print("\n".join(rows), flush=True)
+
+    roundtrip_lines: list[str] = []
+    if measured and (not wanted or "roundtrip" in wanted):
+        from bench import roundtrip
+
+        roundtrip_lines = roundtrip.section(bench, args, measured, pg_version, fmt_rate)
 
     raw_rows: list[str] = []
     if not wanted or "raw" in wanted:
@@ -471,6 +305,7 @@ def main() -> None:
         "- Worker configurations (drain and latency use the same one), sized for 2 cores:",
         *configs,
     ]
+    lines += roundtrip_lines
     if raw_rows:
         lines += [
             "",
@@ -520,12 +355,6 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     Path(args.output).write_text(text)
     print("\n" + text, flush=True)
-
-
-def sqlite3_version() -> str:
-    import sqlite3
-
-    return sqlite3.sqlite_version
 
 
 if __name__ == "__main__":
