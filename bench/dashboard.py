@@ -68,7 +68,7 @@ def fill(url: str, finished: int, dead: int) -> None:
             conn.execute(
                 "INSERT INTO conveyor_attempts (job_id, attempt, worker_id, started_at, finished_at,"
                 " outcome, error_class, error_message, traceback)"
-                " SELECT id, 3, 'w-1', started_at, finished_at, 'failed', 'CardDeclined', error,"
+                " SELECT id, 3, 'w-1', started_at, finished_at, 'error', 'CardDeclined', error,"
                 " 'Traceback (most recent call last):\n  ...\nCardDeclined' FROM conveyor_jobs"
                 " WHERE state = 'dead'")
             conn.execute(

@@ -18,11 +18,14 @@ PUT_BACK = (
     " WHERE id = ? AND lease = ? AND state = 'running'"
 )
 # rate keys with jobs waiting, and how many of them were enqueued since the given time
-BACKLOG = (
+BACKLOG = (  # waiting keyed jobs are ready (their own index) or sent back to scheduled
     "SELECT rate_key, MAX(rate_count), MAX(rate_period), COUNT(*),"
-    " SUM(CASE WHEN created_at > ? THEN 1 ELSE 0 END) FROM conveyor_jobs"
-    " WHERE rate_key IS NOT NULL AND state IN ('ready', 'scheduled') GROUP BY rate_key"
-    " ORDER BY rate_key"
+    " SUM(CASE WHEN created_at > ? THEN 1 ELSE 0 END) FROM ("
+    " SELECT rate_key, rate_count, rate_period, created_at FROM conveyor_jobs"
+    " WHERE rate_key IS NOT NULL AND state = 'ready'"
+    " UNION ALL SELECT rate_key, rate_count, rate_period, created_at FROM conveyor_jobs"
+    " WHERE state IN ('scheduled', 'failed') AND state = 'scheduled' AND rate_key IS NOT NULL"
+    ") AS w GROUP BY rate_key ORDER BY rate_key"
 )
 DEFER = (
     "UPDATE conveyor_jobs SET state = 'scheduled', run_at = MAX(run_at, ?)"
