@@ -159,6 +159,8 @@ def _filtered(filter: JobFilter, mark: str, many: Many) -> tuple[list[str], list
         add("state", [str(s) for s in filter.states])
         if quiet(filter.states):
             where.append(QUIET_SQL)
+        elif _hot(filter):
+            where.append(f"state = '{filter.states[0]}'")  # literal: SQLite's partial index
     for column, value in (
         ("queue", filter.queue), ("name", filter.name), ("worker_id", filter.worker_id)
     ):
@@ -173,11 +175,18 @@ def _filtered(filter: JobFilter, mark: str, many: Many) -> tuple[list[str], list
     return where, params
 
 
-def _jobs_where(where: Sequence[str], mark: str) -> str:
+def _hot(filter: JobFilter) -> bool:
+    """Only ready or only running jobs: few, with partial indexes of their own. Read through
+    those and sorted (``+id`` keeps SQLite off the primary key, whose newest-first walk would
+    cross every finished job when few are running)."""
+    return len(filter.states) == 1 and filter.states[0] in (JobState.READY, JobState.RUNNING)
+
+
+def _jobs_where(where: Sequence[str], mark: str, hot: bool = False) -> str:
     sql = f"SELECT {JOB_COLUMNS} FROM conveyor_jobs"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return sql + f" ORDER BY id DESC LIMIT {mark}"
+    return sql + f" ORDER BY {'+id' if hot else 'id'} DESC LIMIT {mark}"
 
 
 def job_list_query(filter: JobFilter, mark: str, many: Many) -> tuple[str, list[Any]]:
@@ -185,7 +194,7 @@ def job_list_query(filter: JobFilter, mark: str, many: Many) -> tuple[str, list[
     placeholder (``?`` or ``%s``); ``many(values)`` renders "is one of these values" for it
     (``IN (?, ?)`` or ``= ANY(%s)``) as the text after the column, and its parameters."""
     where, params = _filtered(filter, mark, many)
-    return _jobs_where(where, mark), [*params, filter.limit]
+    return _jobs_where(where, mark, _hot(filter)), [*params, filter.limit]
 
 
 def search_window_query(before_id: int | None, budget: int, mark: str) -> tuple[str, list[Any]]:
@@ -212,11 +221,12 @@ def job_search_query(
     if low is not None:
         where.append(f"id >= {mark}")
         params.append(low)
-    pattern = like_pattern(text)
-    where.append("(" + " OR ".join(
-        f"{column} {like} {mark} ESCAPE '\\'" for column in ("args", "kwargs", "error")
-    ) + ")")
-    params += [pattern, pattern, pattern]
+    if text:  # "": every job of the filter in the window (a bounded list)
+        pattern = like_pattern(text)
+        where.append("(" + " OR ".join(
+            f"{column} {like} {mark} ESCAPE '\\'" for column in ("args", "kwargs", "error")
+        ) + ")")
+        params += [pattern, pattern, pattern]
     return _jobs_where(where, mark), [*params, filter.limit]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from .. import views
 from ..errors import ConveyorError, InvalidState, JobNotFound, StoreError
 from ..jobs import RESERVED
 from ..models import JobFilter, JobRecord, JobState
+from ..store import Store
 from .routes import local_next, root, web_of
 from .security import Handler, action, body_of, identity
 
@@ -148,6 +150,24 @@ def shows(job: JobRecord, text: str) -> bool:
     return needle in shown or needle in (job.error or "").lower()
 
 
+def windowed(filter: JobFilter) -> bool:
+    """A queue or name among succeeded (or all) jobs: no index serves it, so matches may be
+    rare among millions of finished rows."""
+    finished = not filter.states or JobState.SUCCEEDED in filter.states
+    return finished and (filter.queue is not None or filter.name is not None)
+
+
+def find_jobs(store: Store, filter: JobFilter, q: str) -> tuple[list[JobRecord], int | None]:
+    """A page of jobs, newest first, and the ``before`` of the next page (None: no more).
+    A search, or a filter no index serves, looks at a bounded window of the newest rows
+    (``job_search``), so a page may be short while more remain: never a scan of the table."""
+    if q or windowed(filter):
+        found, more = store.job_search(filter, q)
+        return [j for j in found if not q or shows(j, q)], more
+    page = store.job_list(replace(filter, limit=filter.limit + 1))
+    return page[: filter.limit], (page[filter.limit - 1].id if len(page) > filter.limit else None)
+
+
 # --- jobs ------------------------------------------------------------------------------------
 @api
 async def jobs_list(request: Request) -> Response:
@@ -158,12 +178,7 @@ async def jobs_list(request: Request) -> Response:
     limit = as_int(params.get("limit") or 50, "limit", 1, MAX_LIMIT)
     store = web_of(request).app.store
     q = params.get("q", "").strip()
-    if q:
-        found, more = await call(store.job_search, job_filter(params, limit=limit), q)
-        found = [j for j in found if shows(j, q)]
-    else:
-        page = await call(store.job_list, job_filter(params, limit=limit + 1))
-        found, more = page[:limit], (page[limit - 1].id if len(page) > limit else None)
+    found, more = await call(find_jobs, store, job_filter(params, limit=limit), q)
     return JSON({"jobs": [views.job_view(j) for j in found], "next": more})
 
 

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from .. import views
 from ..errors import JobNotFound
 from ..models import RETRYABLE_STATES, JobFilter, JobRecord, JobState
-from .api import shows
+from .api import find_jobs
 from .pages import page, query_int
 from .routes import render, web_of
 
@@ -76,16 +76,10 @@ def row(job: JobRecord) -> dict[str, Any]:
 def fill(request: Request, listing: Listing) -> Listing:
     """Read the page of jobs ``listing`` asks for."""
     store = web_of(request).app.store
+    jobs, listing.older = find_jobs(store, listing.filter(listing.limit), listing.q)
     if listing.q:
-        found, listing.older = store.job_search(listing.filter(listing.limit), listing.q)
-        found = [j for j in found if shows(j, listing.q)]  # never by a redacted value
         by_id = by_id_search(request, listing)
-        jobs = ([by_id] if by_id else []) + [j for j in found if by_id is None or j.id != by_id.id]
-    else:
-        jobs = store.job_list(listing.filter(listing.limit + 1))
-        if len(jobs) > listing.limit:
-            jobs = jobs[: listing.limit]
-            listing.older = jobs[-1].id
+        jobs = ([by_id] if by_id else []) + [j for j in jobs if by_id is None or j.id != by_id.id]
     listing.jobs = [row(j) for j in jobs]
     return listing
 

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor import Conveyor
 from conveyor.models import AttemptOutcome, JobOutcome, JobState, ProcessRecord
+from conveyor.store.historyrows import SETTLE
 from conveyor.web.metrics import MetricsServer
 from tests.web.conftest import TOKEN, connect, insert, make_dead
 
@@ -52,7 +53,7 @@ def populate(app: Conveyor) -> None:
         app.store.process_register(ProcessRecord(
             id=f"w-{host}-{age}", kind="worker", host=host, pid=age + 1, started_at=seen,
             heartbeat_at=seen, queues=("default",), concurrency=2))
-    app.store.history_sample(datetime.now(UTC))
+    app.store.history_sample(datetime.now(UTC) + SETTLE)  # finishes count once settled
 
 
 def check(text: str) -> None:
