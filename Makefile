@@ -8,7 +8,7 @@ PG_URL := $(or $(CONVEYOR_TEST_DATABASE_URL),postgresql://postgres@127.0.0.1:543
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test bench chaos lint clean
-.PHONY: soak
+.PHONY: soak screenshot
 
 help:
 	@echo "make demo    create .venv if needed, then a worker, example jobs and the dashboard on SQLite (Ctrl-C stops)"
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# the README's picture of the dashboard, taken by the browser tests' own run
+screenshot: venv
+	CONVEYOR_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/browser -k "overview_draws and sqlite"
 
 demo: venv
 	$(BIN)/conveyor demo --keep-running

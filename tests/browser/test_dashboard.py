@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import math
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jobsapp
 
 from conveyor import JobState
+from conveyor.models import AttemptOutcome, JobOutcome
 from tests.integration.conftest import wait_until
 
 from .conftest import Site
@@ -69,16 +72,6 @@ def test_progress_and_final_state_arrive_live(page: Any, site: Site, app: Any, t
     wait_until(lambda: bar.get_attribute("aria-valuenow") == "100", 15, "progress 100 in the page")
     page.get_by_text("succeeded").first.wait_for()
     assert page.evaluate("window.__still_this_page === true"), "the page reloaded instead of updating"
-    _screenshot(page, site, tmp_path)
-
-
-def _screenshot(page: Any, site: Site, tmp_path: Path) -> None:
-    """The overview as a newcomer sees it; ``CONVEYOR_SCREENSHOT`` names where to keep it
-    (``make screenshot`` refreshes the README's)."""
-    page.goto(site.url + "/")
-    target = Path(os.environ.get("CONVEYOR_SCREENSHOT") or tmp_path / "overview.png")
-    page.screenshot(path=str(target), full_page=True)
-    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _paused(app: Any, queue: str) -> bool:
@@ -87,3 +80,41 @@ def _paused(app: Any, queue: str) -> bool:
 
 def _count(app: Any, state: JobState) -> int:
     return sum(q.counts.get(state, 0) for q in app.client.queues())
+
+
+def test_the_overview_draws_an_hour_of_stored_history(
+    page: Any, site: Site, app: Any, tmp_path: Path
+) -> None:
+    """Forty minutes of work recorded minute by minute, as the leader's sampler would: the
+    overview's charts and queue table show it (and this is the README's screenshot)."""
+    store = app.store
+    start = datetime.now(UTC) - timedelta(minutes=40)
+    for minute in range(40):
+        at = start + timedelta(minutes=minute)
+        for queue, base in (("default", 30), ("mail", 12), ("reports", 4)):
+            count = base + int(base * 0.6 * math.sin(minute / 5 + len(queue)))
+            app.enqueue_many([jobsapp.square.options(queue=queue).prepare(n) for n in range(count)])
+            behind = 2 if queue == "mail" else 0  # mail falls behind: its depth grows
+            claimed = store.job_claim("w-history", queue, count - behind, now=at)
+            store.job_finish_many([_finished(job, at, fail=(n % 17 == 0 and queue == "mail"))
+                                   for n, job in enumerate(claimed)])
+        store.history_sample(at + timedelta(seconds=70))
+    jobsapp.square.options(queue="reports").enqueue_in(600, 1)
+    page.goto(site.url + "/")
+    assert page.locator("polyline").count() == 4
+    throughput = page.locator("section, div", has_text="Throughput").locator("strong").first
+    assert throughput.inner_text().split()[0] not in ("0", "0.0")
+    assert page.locator("tr", has_text="mail").count() == 1
+    target = Path(os.environ.get("CONVEYOR_SCREENSHOT") or tmp_path / "overview.png")
+    page.screenshot(path=str(target), full_page=True)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _finished(job: Any, at: datetime, fail: bool) -> JobOutcome:
+    took = timedelta(milliseconds=40 + job.id % 200)
+    if fail:
+        return JobOutcome(job.id, job.lease, job.attempt, "w-history", at, JobState.DEAD,
+                          AttemptOutcome.ERROR, error_class="SMTPError",
+                          error_message="mailbox unavailable", finished_at=at + took)
+    return JobOutcome(job.id, job.lease, job.attempt, "w-history", at, JobState.SUCCEEDED,
+                      AttemptOutcome.SUCCEEDED, result="null", finished_at=at + took)
