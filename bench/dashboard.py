@@ -100,7 +100,7 @@ def fill(url: str, finished: int, dead: int) -> None:
         " ? - x * 6, 'w-1', ? || x FROM g", (dead, NAME, now, now, now, now, ERROR))
     conn.execute(
         "INSERT INTO conveyor_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,"
-        " error_class, error_message, traceback) SELECT id, 3, 'w-1', started_at, finished_at, 'failed',"
+        " error_class, error_message, traceback) SELECT id, 3, 'w-1', started_at, finished_at, 'error',"
         " 'CardDeclined', error, 'Traceback (most recent call last):' || char(10) || '  ...'"
         " FROM conveyor_jobs WHERE state = 'dead'")
     conn.execute(

@@ -6,7 +6,8 @@
     ├── ConfigurationError        bad URL, bad setting, app path that does not resolve
     ├── StoreError
     │   ├── StoreUnavailable      the database cannot be reached (driver errors wrapped here)
-    │   └── SchemaError           schema missing, or newer than this code understands
+    │   ├── SchemaError           schema missing, or newer than this code understands
+    │   └── CorruptRow            a stored row this code cannot read (edited by hand, say)
     ├── JobNotFound               no job with that id
     ├── UnknownJob                no job definition registered under that name
     ├── InvalidState              the action does not apply to the job's current state
@@ -45,6 +46,10 @@ class StoreUnavailable(StoreError):
 
 class SchemaError(StoreError):
     """The store's schema is missing or newer than this version of conveyor."""
+
+
+class CorruptRow(StoreError):
+    """A stored row holds a value this version of conveyor cannot read."""
 
 
 class JobNotFound(ConveyorError):

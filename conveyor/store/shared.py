@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
-from ..errors import DuplicateJob, SchemaError
+from ..errors import CorruptRow, DuplicateJob, SchemaError
 from ..models import (
     FINISHED_STATES,
     QUIET_STATES,
@@ -277,6 +277,13 @@ _STATES = {state.value: state for state in JobState}
 
 
 def job_from_row(row: Sequence[Any], to_dt: Any) -> JobRecord:
+    try:
+        return _job(row, to_dt)
+    except (ValueError, TypeError) as e:
+        raise CorruptRow(f"job {row[0]}: its stored row cannot be read ({e})") from None
+
+
+def _job(row: Sequence[Any], to_dt: Any) -> JobRecord:
     return JobRecord(
         id=row[0], name=row[1], queue=row[2], priority=row[3], state=_STATES.get(row[4]) or JobState(row[4]),
         args=row[5], kwargs=row[6], attempt=row[7], max_attempts=row[8], timeout=row[9],
@@ -315,6 +322,13 @@ def process_from_row(row: Sequence[Any], to_dt: Any) -> ProcessRecord:
 
 
 def attempt_fields(row: Sequence[Any], to_dt: Any) -> dict[str, Any]:
+    try:
+        return _attempt(row, to_dt)
+    except (ValueError, TypeError) as e:
+        raise CorruptRow(f"job {row[0]}: its attempt {row[1]} cannot be read ({e})") from None
+
+
+def _attempt(row: Sequence[Any], to_dt: Any) -> dict[str, Any]:
     return dict(
         job_id=row[0], attempt=row[1], worker_id=row[2], started_at=to_dt(row[3]),
         finished_at=to_dt(row[4]), outcome=AttemptOutcome(row[5]), error_class=row[6],

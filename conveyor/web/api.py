@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import views
-from ..errors import ConveyorError, InvalidState, JobNotFound, StoreError
+from ..errors import ConveyorError, CorruptRow, InvalidState, JobNotFound, StoreError
 from ..jobs import RESERVED
 from ..models import JobFilter, JobRecord, JobState
 from ..store import Store
@@ -64,6 +64,8 @@ def api(handler: Handler) -> Handler:
             return fail(404, str(e))
         except InvalidState as e:
             return fail(409, str(e))
+        except CorruptRow as e:
+            return fail(500, str(e))
         except StoreError as e:
             return fail(503, f"the store did not answer: {e}")
         except ConveyorError as e:

@@ -21,8 +21,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..app import Conveyor
+from ..errors import ConveyorError
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Gate, Role
-from .security import Wall, identity, nonce, same_origin
+from .security import Wall, error, identity, local_path, nonce, same_origin
 
 HERE = Path(__file__).parent
 
@@ -119,6 +120,15 @@ async def logout(request: Request) -> Response:
     return response
 
 
+async def failed(request: Request, exc: Exception) -> Response:
+    """What a page raised, as one line: never a traceback in the browser."""
+    from ..errors import CorruptRow, JobNotFound, StoreError
+
+    status = (404 if isinstance(exc, JobNotFound) else 500 if isinstance(exc, CorruptRow)
+              else 503 if isinstance(exc, StoreError) else 400)
+    return error(status, str(exc), local_path(request.scope))
+
+
 def build(app: Conveyor, gate: Gate, *, enqueue: bool = True) -> Starlette:
     from . import api, live, pages
 
@@ -131,6 +141,7 @@ def build(app: Conveyor, gate: Gate, *, enqueue: bool = True) -> Starlette:
         *pages.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    starlette = Starlette(routes=routes, middleware=[Middleware(Wall, gate=gate)])
+    starlette = Starlette(routes=routes, middleware=[Middleware(Wall, gate=gate)],
+                          exception_handlers={ConveyorError: failed})
     starlette.state.web = Web(app=app, gate=gate, enqueue=enqueue)
     return starlette

@@ -312,3 +312,36 @@ def test_sensitive_arguments_never_leave_through_the_api(web_app: Conveyor) -> N
     assert api.get("/api/jobs", params={"q": "hunter2"}).json()["jobs"] == []
     assert [j["id"] for j in api.get("/api/jobs", params={"q": "ada"}).json()["jobs"]] == [job]
     assert api.get(f"/api/jobs/{job}").json()["kwargs"]["user"] == "ada"
+
+
+def test_a_corrupted_row_is_one_line_in_the_api_and_the_page(web_app: Conveyor) -> None:
+    """A row edited by hand into something this code cannot read: one line saying which job
+    and why, status 500, and the other jobs still listed."""
+    bad, good = make_dead(web_app, 2)
+    set_outcome(web_app, bad, "exploded")
+    web = connect(web_app)
+    answer = web.get(f"/api/jobs/{bad}")
+    assert answer.status_code == 500
+    assert answer.json()["error"].startswith(f"job {bad}: its attempt 1 cannot be read")
+    page = web.get(f"/jobs/{bad}")
+    assert page.status_code == 500 and "\n" not in page.text.strip() and "exploded" in page.text
+    assert web.get(f"/api/jobs/{good}").status_code == 200
+    assert {j["id"] for j in web.get("/api/jobs?state=dead").json()["jobs"]} == {bad, good}
+    set_outcome(web_app, bad, "error")  # mended by hand: nothing was lost
+    assert web.get(f"/api/jobs/{bad}").json()["errors"][0]["error_class"] == "ValueError"
+
+
+def set_outcome(app: Conveyor, job_id: int, outcome: str) -> None:
+    url = app.store.url
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        from conveyor.store.sqlite import sqlite_path
+
+        with sqlite3.connect(sqlite_path(url)) as conn:
+            conn.execute("UPDATE conveyor_attempts SET outcome = ? WHERE job_id = ?", (outcome, job_id))
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE conveyor_attempts SET outcome = %s WHERE job_id = %s", (outcome, job_id))
