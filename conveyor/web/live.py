@@ -77,7 +77,7 @@ class Subscription:
 class Broadcaster:
     """The store's change feed, watched by one daemon thread while anyone subscribes."""
 
-    def __init__(self, store: Callable[[], Store], *, timeout: float = WAIT_TIMEOUT,
+    def __init__(self, store: Callable[[], Store | None], *, timeout: float = WAIT_TIMEOUT,
                  idle_stop: float = IDLE_STOP) -> None:
         self._store = store
         self.timeout = timeout
@@ -120,8 +120,12 @@ class Broadcaster:
         # (between a stream's first read and now) must not wait for the next change to be seen
         first = True
         while not self._should_stop():
+            store = self._store()
+            if store is None:  # the app was closed (or not opened yet): never reopen it from here
+                time.sleep(self.timeout)
+                continue
             try:
-                changed = self._store().wait_for_changes(self.timeout)
+                changed = store.wait_for_changes(self.timeout)
             except Exception:  # the store promises not to raise; a bug here must not kill the feed
                 log.exception("the dashboard's change feed failed; retrying")
                 time.sleep(self.timeout)
@@ -150,7 +154,8 @@ def broadcaster_of(web: Web) -> Broadcaster:
     found = web.extras.get("live")
     if found is None:
         found = web.extras.setdefault(
-            "live", Broadcaster(lambda: web.app.store, timeout=WAIT_TIMEOUT))
+            "live", Broadcaster(lambda: web.app.store if web.app.store_is_open else None,
+                                timeout=WAIT_TIMEOUT))
     assert isinstance(found, Broadcaster)
     return found
 
@@ -199,7 +204,10 @@ async def job_stream(web: Web, job: JobRecord, sub: Subscription) -> AsyncIterat
 
 # --- GET /api/events -------------------------------------------------------------------------------
 async def events(request: Request) -> Response:
-    sub = broadcaster_of(web_of(request)).subscribe()
+    web = web_of(request)
+    if web.app.store_missing() is None:  # the feed watches an open store; a missing file stays missing
+        await run_in_threadpool(lambda: web.app.store)
+    sub = broadcaster_of(web).subscribe()
     return stream(changes_stream(sub))
 
 
