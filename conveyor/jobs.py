@@ -101,7 +101,7 @@ class _Enqueuer(Generic[P, R]):
             max_attempts=d.retry.attempts, timeout=o.timeout, run_at=run_at,
         )
         if d.sensitive:
-            new.sensitive = d.sensitive
+            new.sensitive = d.sensitive_marks
         if o.unique is not None or o.concurrency is not None or o.rate is not None:
             _apply_flow(new, o, d, args, kwargs)
         return PreparedJob(d, new)
@@ -184,6 +184,9 @@ class JobDefinition(_Enqueuer[P, R]):
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
         self.arity = _positional_arity(self.signature)
+        # what each stored job carries: the names, and "#i" for the positional parameters
+        # among them, so an argument passed by position is redacted like one passed by name
+        self.sensitive_marks = self.sensitive + _positions(self.signature, self.sensitive)
         self._definition = self
         self._options = JobOptions(
             queue=_check_queue(queue), priority=check_priority(priority),
@@ -269,6 +272,13 @@ def _positional_arity(signature: inspect.Signature) -> tuple[int, int] | None:
     if not all(p.kind in plain for p in params):
         return None
     return sum(p.default is inspect.Parameter.empty for p in params), len(params)
+
+
+def _positions(signature: inspect.Signature, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``#i`` for each positional parameter whose name is in ``names``."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p.name for p in signature.parameters.values() if p.kind in kinds]
+    return tuple(f"#{i}" for i, name in enumerate(positional) if name in names)
 
 
 def sensitive_keys(keys: Iterable[str] | None) -> tuple[str, ...]:

@@ -93,6 +93,9 @@ def shown_args(job: JobRecord) -> tuple[Any, Any]:
     if not job.sensitive:
         return args, kwargs
     keys = frozenset(job.sensitive)
+    at = {int(k[1:]) for k in keys if k.startswith("#") and k[1:].isdigit()}  # by position
+    if at and isinstance(args, list):
+        args = [REDACTED if i in at else v for i, v in enumerate(args)]
     return redact(args, keys), redact(kwargs, keys)
 
 

@@ -384,6 +384,24 @@ def test_sensitive_keys_are_stored_with_each_job(tmp_path: Path) -> None:
         job = app.job(sensitive=("password", "password", "otp"))(login)
         assert job.sensitive == ("password", "otp")
         handle = job.enqueue("ann", password="x")
-        assert app.client.get(handle.id).sensitive == ("password", "otp")
+        assert app.client.get(handle.id).sensitive == ("password", "otp", "#1")  # its position
+    finally:
+        app.close()
+
+
+def test_a_sensitive_argument_passed_by_position_is_redacted_too(tmp_path: Path) -> None:
+    from conveyor import views
+
+    def login(user: str, password: str, /, *extra: object, otp: str = "") -> None: ...
+
+    app = Conveyor(f"sqlite:///{tmp_path / 'jobs.db'}")
+    app.migrate()
+    try:
+        job = app.job(sensitive=["password", "otp"])(login)
+        by_position = app.client.get(job.enqueue("ann", "hunter2", {"password": "nested"}).id)
+        assert views.shown_args(by_position) == (["ann", "[redacted]", {"password": "[redacted]"}], {})
+        by_name = app.client.get(job.enqueue("bob", "pw", otp="123456").id)
+        assert views.shown_args(by_name) == (["bob", "[redacted]"], {"otp": "[redacted]"})
+        assert "hunter2" not in str(views.job_view(by_position))
     finally:
         app.close()
