@@ -217,6 +217,9 @@ def _json_field(body: dict[str, Any], key: str, kind: type, default: Any) -> Any
     return value
 
 
+ENQUEUE_FIELDS = frozenset({"name", "args", "kwargs", "queue", "priority", "delay", "next"})
+
+
 @action
 @api
 async def job_enqueue(request: Request) -> Response:
@@ -225,6 +228,10 @@ async def job_enqueue(request: Request) -> Response:
     if not web.enqueue:
         return fail(403, "enqueueing through the dashboard is turned off (dashboard(app, enqueue=False))")
     body = await body_of(request)
+    unknown = sorted(set(body) - ENQUEUE_FIELDS)
+    if unknown:
+        expected = ", ".join(sorted(ENQUEUE_FIELDS))
+        raise BadInput(f"unknown field {unknown[0][:100]!r}; expected some of {expected}")
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise BadInput("name (the job's name, module:function) is required")
@@ -279,9 +286,11 @@ async def _job_action(request: Request, verb: str) -> Response:
             message = f"job {job_id} is running; cancel it first, then discard it"
         return fail(409, message)
     await audit(request, verb, f"job {job_id}")
-    payload: dict[str, Any] = {"id": job_id, "done": True}
+    payload: dict[str, Any] = {"id": job_id, verb: "done"}
     if state is not None:
         payload["state"] = str(state)
+        if verb == "cancel" and state is JobState.RUNNING:
+            payload["cancel"] = "asked"  # the job stops at its next check, or is stopped for it
     return answer(request, body, payload)
 
 

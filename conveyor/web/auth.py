@@ -105,8 +105,11 @@ class Gate:
             )
         self.auth = auth
         self.read_only = read_only
-        if secret is None and isinstance(auth, TokenAuth):
+        if secret is None and isinstance(auth, TokenAuth):  # every process serving it agrees
             secret = hashlib.sha256(b"conveyor-dashboard\0" + auth.token.encode()).hexdigest()
+        elif secret is None and isinstance(auth, BasicAuth):
+            secret = hashlib.sha256(
+                f"conveyor-dashboard\0{auth.username}\0{auth.password}".encode()).hexdigest()
         self._key = (secret or secrets.token_hex(32)).encode()
 
     @property

@@ -226,7 +226,8 @@ async def operation_get(request: Request) -> Response:
     op_id = as_int(request.path_params["id"], "the operation id")
     found = runner(request).view(op_id)
     if found is None:
-        return fail(404, f"no operation {op_id} (operations are kept in the dashboard's memory)")
+        return fail(404, f"no operation {op_id} in this dashboard process (an operation lives in"
+                         " the memory of the process that started it)")
     return JSON(found)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -129,6 +130,15 @@ async def failed(request: Request, exc: Exception) -> Response:
     return error(status, str(exc), local_path(request.scope))
 
 
+async def refused(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 in the dashboard's words: JSON under /api."""
+    assert isinstance(exc, HTTPException)
+    path = local_path(request.scope)
+    message = {404: f"nothing at {path}", 405: f"{request.method} is not allowed on {path}"}.get(
+        exc.status_code, str(exc.detail))
+    return error(exc.status_code, message, path, dict(exc.headers or {}))
+
+
 def build(app: Conveyor, gate: Gate, *, enqueue: bool = True) -> Starlette:
     from . import api, live, pages
 
@@ -142,6 +152,6 @@ def build(app: Conveyor, gate: Gate, *, enqueue: bool = True) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     starlette = Starlette(routes=routes, middleware=[Middleware(Wall, gate=gate)],
-                          exception_handlers={ConveyorError: failed})
+                          exception_handlers={ConveyorError: failed, HTTPException: refused})
     starlette.state.web = Web(app=app, gate=gate, enqueue=enqueue)
     return starlette

@@ -171,7 +171,8 @@ def action(handler: Handler) -> Handler:
         if from_browser(request, who):
             gate: Gate = request.app.state.web.gate
             if not gate.csrf_ok(who, await csrf_of(request)):
-                return error(403, "missing or wrong CSRF token; reload the page and try again", path)
+                return error(403, "missing or wrong CSRF token; reload the page and try again (several"
+                             " processes serving one dashboard need the same dashboard(secret=...))", path)
         return await handler(request)
 
     guarded.is_action = True  # type: ignore[attr-defined]

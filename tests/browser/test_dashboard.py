@@ -50,6 +50,8 @@ def test_bulk_discard_ten_thousand_dead_jobs_while_watching(page: Any, site: Sit
     wait_until(lambda: _count(app, JobState.DEAD) == 10_000, 180, "10,000 jobs to die")
     site.env.stop(worker)
     page.goto(site.url + "/dead")
+    questions: list[str] = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
     page.get_by_role("button", name="Discard all matching").click()
     progress = page.get_by_role("progressbar")
     progress.wait_for()
@@ -57,6 +59,7 @@ def test_bulk_discard_ten_thousand_dead_jobs_while_watching(page: Any, site: Sit
                "the operation's progress to reach 10,000 in the page")
     page.get_by_text("done").first.wait_for()
     assert _count(app, JobState.DEAD) == 0
+    assert questions and "Discard every dead job" in questions[0]
 
 
 def test_progress_and_final_state_arrive_live(page: Any, site: Site, app: Any, tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_retry_discard_cancel_answer_by_the_jobs_state(web_app: Conveyor) -> Non
     api = connect(web_app)
     dead, gone = make_dead(web_app, 2)
     [waiting] = insert(web_app)
-    assert api.post(f"/api/jobs/{dead}/retry").json() == {"id": dead, "done": True}
+    assert api.post(f"/api/jobs/{dead}/retry").json() == {"id": dead, "retry": "done"}
     assert web_app.client.get(dead).state is JobState.READY
     assert "only dead" in one_line_error(api.post(f"/api/jobs/{dead}/retry"), 409)
     assert api.post(f"/api/jobs/{gone}/discard").status_code == 200
@@ -345,3 +345,25 @@ def set_outcome(app: Conveyor, job_id: int, outcome: str) -> None:
 
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("UPDATE conveyor_attempts SET outcome = %s WHERE job_id = %s", (outcome, job_id))
+
+
+def test_unknown_fields_paths_and_methods_are_one_line_json(web_app: Conveyor) -> None:
+    api = connect(web_app)
+    typo = api.post("/api/jobs", json={"name": "add", "args": [1, 2], "queu": "x"})
+    assert typo.status_code == 400 and "unknown field 'queu'" in typo.json()["error"]
+    assert job_ids(web_app) == []  # nothing stored
+    assert api.get("/api/nothing").json() == {"error": "nothing at /api/nothing"}
+    wrong = api.delete("/api/jobs/1")
+    assert wrong.status_code == 405 and wrong.json()["error"] == "DELETE is not allowed on /api/jobs/1"
+    assert "GET" in wrong.headers["allow"]
+
+
+def test_basic_auth_dashboards_in_several_processes_accept_each_others_csrf_tokens(
+    web_app: Conveyor,
+) -> None:
+    from conveyor.web.auth import Gate
+
+    one, two = Gate(("admin", "pw")), Gate(("admin", "pw"))
+    who = Identity("admin", Role.OPERATOR, "basic")
+    assert two.csrf_ok(who, one.csrf_token(who))
+    assert not Gate(("admin", "other")).csrf_ok(who, one.csrf_token(who))

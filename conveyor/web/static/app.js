@@ -12,7 +12,8 @@
   // --- forms: confirmations, "select all" -------------------------------------------------
   document.addEventListener("submit", (event) => {
     const form = event.target;
-    const question = form.dataset && form.dataset.confirm;
+    const button = event.submitter;
+    const question = (button && button.dataset && button.dataset.confirm) || (form.dataset && form.dataset.confirm);
     if (question && !window.confirm(question)) event.preventDefault();
     if (form.hasAttribute && form.hasAttribute("data-selection")) {
       const picked = document.querySelectorAll("input.pick:checked");
