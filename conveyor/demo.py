@@ -134,9 +134,10 @@ def run(url: str | None, *, duration: float, keep_running: bool) -> int:
     click.echo(f"worker pid {worker.pid} (1 process, {CONCURRENCY} at a time, queue {QUEUE!r});"
                f" its logs: {log}")
     click.echo(f"dashboard: {board_url}" if board is not None else board_url)
-    handles = store_app.enqueue_many(examples(datetime.now(UTC)))
-    watch = Watcher(store_app, min(h.id for h in handles), inspect)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        handles = store_app.enqueue_many(examples(datetime.now(UTC)))
+        watch = Watcher(store_app, min(h.id for h in handles), inspect)
         code = _follow(watch, worker, duration, log)
         if code == 0:
             watch.summary()
@@ -152,11 +153,22 @@ def run(url: str | None, *, duration: float, keep_running: bool) -> int:
     except KeyboardInterrupt:
         code = 130 if not keep_running else 0
     finally:
+        # however the demo was stopped (Ctrl-C, twice; SIGTERM; the terminal closing), its
+        # worker and dashboard run in sessions of their own and must be stopped here
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         _stop(worker)
         if board is not None:
             _stop(board, "dashboard")
         store_app.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _follow(watch: Watcher, worker: subprocess.Popen[bytes], duration: float, log: Path) -> int:

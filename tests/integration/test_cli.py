@@ -525,3 +525,30 @@ def test_demo_runs_the_examples_and_stops_its_worker(tmp_path: Path) -> None:
     pid = int(re.search(r"worker pid (\d+)", r.out).group(1))  # type: ignore[union-attr]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_demo_stopped_by_sigterm_stops_its_worker_and_dashboard(tmp_path: Path) -> None:
+    """make demo keeps running until stopped; SIGTERM (or a closed terminal) must not leave the
+    worker and the dashboard behind, serving a file the next demo deletes."""
+    out = tmp_path / "demo.out"
+    with out.open("w") as sink:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "demo", "--keep-running"], cwd=tmp_path,
+            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_until(lambda: "keeps running" in out.read_text(), 60, "the demo's summary")
+        text = out.read_text()
+        children = [int(re.search(r"worker pid (\d+)", text).group(1))]  # type: ignore[union-attr]
+        port = int(re.search(r"dashboard: http://127.0.0.1:(\d+)/", text).group(1))  # type: ignore[union-attr]
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/api/queues", timeout=5).status == 200
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/queues", timeout=2)
