@@ -60,7 +60,8 @@ test: venv
 	$(BIN)/pytest -q
 
 # The benchmark has a virtualenv of its own, so the peers (Celery, RQ, ...) never enter conveyor's
-# dependencies: conveyor from this checkout plus bench/requirements.txt; re-installed when either changes.
+# dependencies: conveyor from this checkout (with the dashboard, timed by --only dashboard) plus
+# bench/requirements.txt; re-installed when either changes.
 # BENCH_ARGS passes options through, e.g.  make bench BENCH_ARGS="--quick --only conveyor,celery"
 BENCH_VENV := bench/.venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
@@ -71,7 +72,7 @@ bench-venv: $(BENCH_STAMP)
 $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "conveyor needs Python 3.11 or newer; try: make PYTHON=python3.12 ...")'
 	@test -x $(BENCH_VENV)/bin/python || { echo "creating $(BENCH_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(BENCH_VENV); }
-	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[postgres]' -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[postgres,dashboard]' -r bench/requirements.txt
 	@touch $(BENCH_STAMP)
 
 bench: bench-venv

@@ -127,7 +127,7 @@ def postgres_available() -> bool:
 
 SYSTEMS = ["conveyor-sqlite", "conveyor-postgres", "celery", "rq", "dramatiq", "huey", "arq", "saq",
            "procrastinate", "pgqueuer"]
-EXTRAS = ["raw", "scale", "memory", "flow", "roundtrip"]
+EXTRAS = ["raw", "scale", "dashboard", "memory", "flow", "roundtrip"]
 METRICS = ["enqueue_one", "enqueue_bulk", "drain", "latency"]
 
 
@@ -141,7 +141,8 @@ def main() -> None:
     parser.add_argument("--memory-jobs", type=int, default=200_000,
                         help="jobs in the RSS run (0: skip)")
     parser.add_argument("--history", type=int, default=1_000_000,
-                        help="finished jobs in the scale run (0: skip); a tenth as many scheduled")
+                        help="finished jobs in the scale run (0: skip; a tenth as many scheduled)"
+                        " and in the dashboard section (a hundredth as many dead)")
     parser.add_argument("--processes", type=int, default=2, help="conveyor worker --processes")
     parser.add_argument("--concurrency", type=int, default=10,
                         help="conveyor worker --concurrency (10: its default)")
@@ -256,6 +257,12 @@ def main() -> None:
                 scale_rows.append(f"| {system.split('-')[1]} | {e:,.0f} | {f:,.0f} | {change:+.1f}% |")
             print(scale_rows[-1], flush=True)
 
+    dashboard_lines: list[str] = []
+    if args.history and (not wanted or "dashboard" in wanted):
+        from bench import dashboard
+
+        dashboard_lines = dashboard.section(args, pg_version)
+
     flow_lines: list[str] = []
     if not wanted or "flow" in wanted or "conveyor" in wanted:
         from bench import flow
@@ -337,6 +344,7 @@ def main() -> None:
             "ANALYZE) and the fill checkpointed (CHECKPOINT / wal_checkpoint), so that the timed drain "
             "does not pay for the fill's own writes. The two alternate, run by run.",
         ]
+    lines += dashboard_lines
     lines += flow_lines
     if mem_rows:
         lines += [

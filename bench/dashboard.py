@@ -3,17 +3,22 @@
 
     python -m bench.dashboard                       # both stores, 1,000,000 + 10,000
     python -m bench.dashboard --finished 100000 --store sqlite
+    python -m bench --only dashboard                # the same as a section of bench/results.md
 
 Requests go through the ASGI app in process (Starlette's test client), so the figures are the
 dashboard's own time: routing, store reads, rendering. Each URL is asked once to warm up, then
 ``--repeat`` times; the table shows the median and the slowest. It prints figures, not pass/fail.
+In ``make bench`` (``section``) it runs in a subprocess with a time limit, with ``--history``
+finished jobs and a hundredth as many dead ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,12 +39,12 @@ def fresh(store: str) -> Iterator[str]:
         return
     import psycopg
 
-    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    admin = os.environ.get("CONVEYOR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"conveyor_bench_dash_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield f"{admin.rsplit('/', 1)[0]}/{name}"
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -175,6 +180,41 @@ def main(argv: list[str] | None = None) -> None:
                 flag = "" if median < 200 else " **over 200 ms**"
                 print(f"| `{path}` | {status} | {median:.1f}{flag} | {slowest:.1f} |")
             sys.stdout.flush()
+
+
+LIMIT = 1800.0  # seconds for both stores, fills included
+
+
+def section(args: argparse.Namespace, pg_version: str | None) -> list[str]:
+    """``make bench``'s dashboard section: this module's tables, run in a subprocess."""
+    finished, dead = args.history, max(1, args.history // 100)
+    stores = "sqlite,postgres" if pg_version else "sqlite"
+    command = [sys.executable, "-m", "bench.dashboard", "--finished", str(finished),
+               "--dead", str(dead), "--store", stores]
+    started = time.monotonic()
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=LIMIT,
+                             cwd=Path(__file__).resolve().parent.parent)
+        body = run.stdout.strip().splitlines()
+        if run.returncode != 0:
+            last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+            body += ["", f"n/a: the run failed ({last[:160]})"]
+    except subprocess.TimeoutExpired:
+        body = [f"n/a: stopped at the {LIMIT:.0f} s limit"]
+    print("\n".join(body), flush=True)
+    body = [line.replace("### ", "### Dashboard, ", 1) if line.startswith("### ") else line
+            for line in body]
+    return [
+        "",
+        f"## The dashboard on a big table ({finished:,} finished + {dead:,} dead jobs)",
+        "",
+        "Every page and JSON list of the dashboard, requested through the ASGI app in process"
+        " (Starlette's test client: routing, store reads, rendering, no network), once to warm up"
+        " and then 5 times; median and slowest. The jobs are written straight into the tables"
+        " (`bench/dashboard.py`), statistics updated and the fill checkpointed before the first"
+        f" request; the whole section took {(time.monotonic() - started) / 60:.1f} min.",
+        *body,
+    ]
 
 
 if __name__ == "__main__":
