@@ -35,8 +35,10 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """One browser per module: Playwright's sync API holds an event loop in this thread while it
+    runs, which later tests that call asyncio.run() must not find."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
