@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import serialization
+from . import logs, serialization
 from .clock import utcnow
 from .context import JobContext, _current
 from .errors import (
@@ -200,14 +200,14 @@ def _class_name(error: BaseException) -> str:
 
 def _report(call: Call, outcome: JobOutcome) -> None:
     """The job's line (SPEC §7). Made without ``Logger.info``'s search of the stack for the
-    caller (which would find this function on every line): one record, straight to the handlers."""
+    caller (which would find this function on every line), and without a record at all when
+    conveyor's own writer is where it goes (``logs.line``)."""
     level = _LEVEL_OF.get(outcome.state, logging.ERROR)
     if not log.isEnabledFor(level):
         return
     ms = (time.perf_counter() - call.started) * 1000 if call.started else 0.0
     message = "job succeeded" if level == logging.INFO else f"job {_verb(outcome.state)}"
-    log.handle(log.makeRecord(log.name, level, __file__, 0, message, (), None,
-                              extra=_fields(call.job, ms, outcome)))
+    logs.line(log, level, message, _fields(call.job, ms, outcome), __file__)
 
 
 _LEVEL_OF = {JobState.SUCCEEDED: logging.INFO, JobState.FAILED: logging.WARNING}

@@ -4,7 +4,9 @@ A worker logs a line per job event, from every slot thread. Writing each line wh
 would make every job format it, take the handler's lock and ``write(2)`` + flush it, with the
 other slots queued behind that lock. So ``configure`` installs a ``Writer``: a thread that job
 threads hand their records to (one append, no lock), and that formats them once and writes them in
-batches, one ``write`` each, a few milliseconds after they were logged. Nothing is lost at a normal
+batches, one ``write`` each, a few milliseconds after they were logged. The line a worker logs
+for every job (``line``) does not even make a record when that writer is its only destination:
+the writer formats it from its parts, as the same line. Nothing is lost at a normal
 exit or a SIGTERM: ``flush()`` writes what is pending and runs at exit, at ``logging.shutdown()``
 and at the end of a worker process (which leaves through ``os._exit``, skipping atexit).
 """
@@ -23,8 +25,8 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TextIO
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-LINGER = 0.01  # seconds the writer waits after a wake-up, so that one write carries many lines
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+LINGER = 0.01  # seconds the writer waits before each batch, so that one write carries many lines
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
@@ -54,14 +56,18 @@ class TextFormatter(logging.Formatter):
         self._clock = _Clock("%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        clock, fraction = self._clock(record.created)
-        fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        millis = int(fraction * 1000)
-        line = f"{clock}.{millis:03d} {record.levelname:<7} [{record.process}] {record.getMessage()}"
-        if fields:
-            line += f"  {fields}"
+        line = self.line(record.created, record.levelname, record.process, record.name,
+                         record.getMessage(), _extras(record))
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        return line
+
+    def line(self, created: float, levelname: str, pid: int | None, logger: str, message: str,
+             fields: dict[str, object]) -> str:
+        clock, fraction = self._clock(created)
+        line = f"{clock}.{int(fraction * 1000):03d} {levelname:<7} [{pid}] {message}"
+        if fields:
+            line += "  " + " ".join([f"{k}={v}" for k, v in fields.items()])
         return line
 
 
@@ -71,18 +77,31 @@ class JsonFormatter(logging.Formatter):
         self._clock = _Clock("%Y-%m-%dT%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        clock, fraction = self._clock(record.created)
-        data: dict[str, object] = {
-            "ts": f"{clock}.{min(round(fraction * 1e6), 999_999):06d}+00:00",
-            "level": record.levelname.lower(),
-            "pid": record.process,
-            "logger": record.name,
-            "event": record.getMessage(),
-            **_extras(record),
-        }
+        data = self._data(record.created, record.levelname, record.process, record.name,
+                          record.getMessage(), _extras(record))
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
+
+    def line(self, created: float, levelname: str, pid: int | None, logger: str, message: str,
+             fields: dict[str, object]) -> str:
+        return json.dumps(self._data(created, levelname, pid, logger, message, fields), default=str)
+
+    def _data(self, created: float, levelname: str, pid: int | None, logger: str, message: str,
+              fields: dict[str, object]) -> dict[str, object]:
+        clock, fraction = self._clock(created)
+        return {
+            "ts": f"{clock}.{min(round(fraction * 1e6), 999_999):06d}+00:00",
+            "level": levelname.lower(),
+            "pid": pid,
+            "logger": logger,
+            "event": message,
+            **fields,
+        }
+
+
+# a line logged without a LogRecord (see ``line``): (created, level, logger, message, fields)
+Line = tuple[float, int, str, str, dict[str, object]]
 
 
 class Writer(logging.Handler):
@@ -97,7 +116,7 @@ class Writer(logging.Handler):
         super().__init__()
         self.stream = stream
         self.linger = linger
-        self._records: deque[logging.LogRecord] = deque()
+        self._records: deque[logging.LogRecord | Line] = deque()
         self._wake = threading.Event()
         self._sleeping = False
         self._write_lock = threading.Lock()  # one batch written at a time: lines never interleave
@@ -118,13 +137,16 @@ class Writer(logging.Handler):
             return False
         if record.args:  # render now: the arguments may change before the writer gets to them
             record.msg, record.args = record.getMessage(), None
-        self._records.append(record)
+        self.put(record)
+        return True
+
+    def put(self, item: logging.LogRecord | Line) -> None:
+        self._records.append(item)
         if self._thread is None:
             self._start()
         elif self._sleeping:
             self._sleeping = False
             self._wake.set()
-        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
@@ -146,6 +168,9 @@ class Writer(logging.Handler):
         self.createLock()
 
     def _run(self) -> None:
+        # after every batch, not only after a wake-up: a writer that went straight on with the
+        # few records logged while it wrote would hold the GIL most of the time, in many small
+        # turns, and a thread back from I/O (a claim's reply) would wait behind each of them
         while not self._closed:
             if not self._records:
                 self._sleeping = True
@@ -153,19 +178,30 @@ class Writer(logging.Handler):
                     self._wake.wait()
                 self._wake.clear()
                 self._sleeping = False
-                time.sleep(self.linger)
+            time.sleep(self.linger)
             self._write_pending()
 
     def _write_pending(self) -> None:
         with self._write_lock:
             lines = []
             records = self._records
+            formatter = self.formatter
+            direct = isinstance(formatter, (TextFormatter, JsonFormatter))
+            pid = os.getpid()
             while records:
-                record = records.popleft()
+                item = records.popleft()
+                if isinstance(item, tuple):
+                    if direct:
+                        created, level, logger, message, fields = item
+                        lines.append(formatter.line(  # type: ignore[union-attr]
+                            created, _LEVEL_NAMES.get(level) or logging.getLevelName(level),
+                            pid, logger, message, fields))
+                        continue
+                    item = _record_of(item)  # the formatter was replaced since
                 try:
-                    lines.append(self.format(record))
+                    lines.append(self.format(item))
                 except Exception:
-                    self.handleError(record)
+                    self.handleError(item)
             if not lines:
                 return
             try:
@@ -187,6 +223,98 @@ class Writer(logging.Handler):
 
 
 _writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+class _Template:
+    """The attributes a logger's records share in one process, so that a line logged on every
+    job is made by copying them, not by ``LogRecord.__init__`` (which looks up the process and
+    thread names and splits the file name each time)."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, int, str], dict[str, object]] = {}
+        os.register_at_fork(after_in_child=self._made.clear)  # a child: its own pid and name
+
+    def get(self, logger: str, level: int, pathname: str) -> dict[str, object]:
+        key = (logger, level, pathname)
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = logging.LogRecord(
+                logger, level, pathname, 0, "", (), None).__dict__.copy()
+        return made
+
+
+_template = _Template()
+
+
+_LEVEL_NAMES = {level: logging.getLevelName(level) for level in (
+    logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)}
+
+
+def line(logger: logging.Logger, level: int, message: str, fields: dict[str, object],
+         pathname: str = __file__) -> None:
+    """Log ``message`` with ``fields`` (as ``extra=``) at ``level``, which the caller checked is
+    enabled. A line logged on every job: when its only destination is conveyor's own ``Writer``
+    (no other handler, no filter, the default record factory: what ``configure`` sets up), it
+    goes there as a tuple, and the writer thread formats it as it would the record, which is
+    then never made. Otherwise it is a record through ``logger.handle``, as ``logger.log``."""
+    writer = _only_writer(logger, level)
+    if writer is not None:
+        writer.put((time.time(), level, logger.name, message, fields))
+    else:
+        logger.handle(record(logger, level, message, fields, pathname))
+
+
+def _only_writer(logger: logging.Logger, level: int) -> Writer | None:
+    """conveyor's ``Writer``, if a record of ``logger`` at ``level`` would reach it and nothing
+    else (but a ``NullHandler``) would see that record on the way."""
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    found: Writer | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters or node.disabled:
+            return None
+        for handler in node.handlers:
+            if type(handler) is logging.NullHandler:  # a library's default: sees nothing
+                continue
+            if found is not None or not isinstance(handler, Writer) or handler.filters:
+                return None
+            if level < handler.level or not isinstance(handler.formatter,
+                                                      (TextFormatter, JsonFormatter)):
+                return None
+            found = handler
+        if not node.propagate:
+            break
+        node = node.parent
+    return found
+
+
+def _record_of(item: Line) -> logging.LogRecord:
+    created, level, logger, message, fields = item
+    rec = record(logging.getLogger(logger), level, message, fields)
+    rec.created = created
+    return rec
+
+
+def record(logger: logging.Logger, level: int, message: str, fields: dict[str, object],
+           pathname: str = __file__) -> logging.LogRecord:
+    """A record of ``message`` with ``fields`` as attributes (``extra=``), made cheaply: what
+    ``logger.makeRecord`` makes, for a fixed message without arguments. With a record factory of
+    the application's own (``logging.setLogRecordFactory``), that factory makes it."""
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return logger.makeRecord(logger.name, level, pathname, 0, message, (), None, extra=fields)
+    rec: logging.LogRecord = logging.LogRecord.__new__(logging.LogRecord)
+    attrs = rec.__dict__
+    attrs.update(_template.get(logger.name, level, pathname))
+    now = time.time()
+    attrs["msg"] = message
+    attrs["created"] = now
+    attrs["msecs"] = int((now - int(now)) * 1000) + 0.0
+    attrs["relativeCreated"] = (now - logging._startTime) * 1000  # type: ignore[attr-defined]
+    attrs["thread"] = threading.get_ident()
+    attrs["threadName"] = threading.current_thread().name
+    attrs.update(fields)
+    return rec
 
 
 def flush() -> None:

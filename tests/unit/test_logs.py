@@ -91,3 +91,55 @@ def test_a_process_that_exits_or_leaves_through_os_exit_after_a_flush_loses_no_l
     assert sum("child line" in line for line in lines) == 300
     assert sum("parent line" in line for line in lines) == 300
     assert sum("parent before fork" in line for line in lines) == 1  # not written again by the child
+
+
+def test_a_job_line_without_a_record_reads_as_the_same_line_logged_as_a_record(
+        conveyor_logger: logging.Logger) -> None:
+    fields: dict[str, object] = {"job_id": 5, "job_name": "billing.charge", "queue": "default",
+                                 "attempt": 1, "duration_ms": 0.5}
+    log = logging.getLogger("conveyor.job")
+    for log_format in ("text", "json"):
+        out = io.StringIO()
+        _writer_to(out, log_format)
+        logs.line(log, logging.INFO, "job succeeded", fields)  # straight to the writer
+        log.info("job succeeded", extra=fields)
+        logs.flush()
+        first, second = out.getvalue().splitlines()
+        if log_format == "json":
+            a, b = json.loads(first), json.loads(second)
+            assert a.pop("ts") and b.pop("ts")
+            assert a == b and a["event"] == "job succeeded" and a["job_id"] == 5
+        else:
+            assert first[12:] == second[12:]  # past the time
+            assert first.endswith("job succeeded  job_id=5 job_name=billing.charge queue=default"
+                                  " attempt=1 duration_ms=0.5")
+
+
+def test_a_job_line_reaches_another_handler_or_filter_as_a_record(
+        conveyor_logger: logging.Logger) -> None:
+    out = io.StringIO()
+    _writer_to(out, "text")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    job_log = logging.getLogger("conveyor.job")
+    job_log.addHandler(keep := Keep())
+    try:
+        logs.line(job_log, logging.INFO, "job succeeded", {"job_id": 9})
+    finally:
+        job_log.removeHandler(keep)
+    writer = next(h for h in conveyor_logger.handlers if isinstance(h, logs.Writer))
+    dropped = logging.Filter("elsewhere")  # lets nothing of conveyor's through
+    writer.addFilter(dropped)
+    try:
+        logs.line(job_log, logging.INFO, "job succeeded", {"job_id": 10})
+    finally:
+        writer.removeFilter(dropped)
+    logs.flush()
+    assert [(r.getMessage(), r.job_id) for r in seen] == [("job succeeded", 9)]  # type: ignore[attr-defined]
+    assert seen[0].threadName == threading.current_thread().name and seen[0].process
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("job_id=9")  # the filtered one went nowhere
