@@ -2,7 +2,7 @@
 job per tick while supervisors are SIGKILLed and restarted, the misfire policies after a
 stop of 10 s, and ``conveyor cron ...`` end to end. Each test ends with the invariant check.
 
-The kill test runs 32 s with a kill every 6 s to keep the suite fast; the acceptance run is
+The kill test runs 20 s with a kill every 5 s to keep the suite fast; the acceptance run is
 CRON_KILL_TEST_SECONDS=120 CRON_KILL_EVERY=20.
 """
 
@@ -26,8 +26,8 @@ from conveyor.models import JobFilter, JobRecord
 from conveyor.store import open_store
 from tests.integration.conftest import Env, wait_until
 
-KILL_TEST_SECONDS = float(os.environ.get("CRON_KILL_TEST_SECONDS", "32"))
-KILL_EVERY = float(os.environ.get("CRON_KILL_EVERY", "6"))
+KILL_TEST_SECONDS = float(os.environ.get("CRON_KILL_TEST_SECONDS", "20"))
+KILL_EVERY = float(os.environ.get("CRON_KILL_EVERY", "5"))
 SETTINGS = {"CONVEYOR_RESCUE_AFTER": "3"}
 
 

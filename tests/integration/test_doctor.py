@@ -357,7 +357,8 @@ def test_a_working_system_is_healthy(env: Env, app) -> None:
 
 def test_a_killed_worker_leaves_its_job_stuck(env: Env, app) -> None:
     job = app.sleepy.enqueue(60)
-    worker = env.worker("--concurrency", "1")
+    # a short leadership lease (rescue_after / 2, at least 5 s) that the next worker takes over
+    worker = env.worker("--concurrency", "1", settings={"rescue_after": "4"})
     wait_until(lambda: job.status() is JobState.RUNNING, 30, "job running")
     os.killpg(worker.pid, signal.SIGKILL)  # supervisor and worker: nobody is left to rescue
     worker.wait()

@@ -16,6 +16,7 @@ from conftest import Env, wait_until
 from test_worker import _children
 
 from conveyor import JobState
+from conveyor.doctor import STARVED_AFTER, diagnose
 
 JOBS, KEYS, SECONDS = 300, 10, 0.2
 
@@ -148,11 +149,13 @@ def test_a_rate_holds_across_two_hosts_and_other_jobs_are_not_slowed(env: Env, a
 
 
 def test_doctor_names_a_queue_starved_by_strict_order(env: Env, app) -> None:
-    worker = env.worker("--queues", "low,critical", "--strict", "--concurrency", "2")
-    long = [app.sleepy.options(queue="low").enqueue(20) for _ in range(2)]
+    worker = env.worker("--queues", "low,critical", "--strict", "--concurrency", "2",
+                        settings={"heartbeat_interval": "0.5"})  # cancellations arrive with it
+    long = [app.honours_cancel.options(queue="low").enqueue() for _ in range(2)]  # 30 s unless cancelled
     wait_until(lambda: all(h.status() is JobState.RUNNING for h in long), 30, "low jobs running")
     urgent = app.square.options(queue="critical").enqueue(2)
-    time.sleep(12)
+    wait_until(lambda: "queue_starved" in {f.code for f in diagnose(app.app).findings}, 30,
+               f"the doctor to call 'critical' starved (after {STARVED_AFTER:g} s)")
     proc = subprocess.run([sys.executable, "-m", "conveyor", "-A", "jobsapp:app", "doctor",
                            "--json"], env=env.vars, capture_output=True, text=True, timeout=60)
     report = json.loads(proc.stdout)

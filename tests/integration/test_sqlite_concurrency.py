@@ -28,7 +28,7 @@ while time.monotonic() < deadline:
     time.sleep(0.002)
 print(" ".join(map(str, ids)))
 """
-SECONDS = 30
+SECONDS = 15  # of enqueueing by four processes while two workers take the jobs
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

@@ -128,7 +128,7 @@ def test_a_killed_worker_process_is_replaced_and_its_job_rescued(env: Env, app) 
     import os
 
     job = app.flaky.enqueue(0)  # succeeds first time it runs to completion
-    blocker = app.sleepy.options(priority=5).enqueue(30)
+    blocker = app.long_then_quick.options(priority=5).enqueue()  # long only the first time
     worker = env.worker("--concurrency", "1")
     wait_until(lambda: blocker.status() is JobState.RUNNING, 30, "blocker running")
     pid = next(p.pid for p in env.procs if p is worker)
