@@ -219,6 +219,23 @@ def test_an_idle_minute_records_only_ready_queues(store: Store) -> None:
     assert (s.queue, s.enqueued, s.ready, s.latency) == ("waiting", 1, 0, None)
 
 
+def test_after_a_gap_wider_than_a_sample_reads_only_the_newest_ids_are_counted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk import or a restore: one sample counts the newest MAX_IDS enqueues and passes
+    over the rest, so no sample ever reads the whole gap, and the next one is back to normal."""
+    from conveyor.store import historyrows
+
+    assert store.history_sample(T0)
+    monkeypatch.setattr(historyrows, "MAX_IDS", 5)
+    insert(store, *[NewJob("bulk", queue="a") for _ in range(12)], now=at(61))
+    assert store.history_sample(at(90))
+    insert(store, *[NewJob("bulk", queue="a") for _ in range(3)], now=at(121))
+    assert store.history_sample(at(150))
+    assert [(s.minute, s.enqueued) for s in store.history_list(T0, queue="a")] == [
+        (at(60), 5), (at(120), 3)]
+
+
 def test_history_prune_deletes_minutes_before_the_cutoff(store: Store) -> None:
     for minute in range(3):
         insert(store, NewJob("j"), now=at(minute * 60))

@@ -197,6 +197,7 @@ class SQLiteHistory:
             "minute": win.minute.timestamp(), "since": win.since.timestamp(),
             "until": win.until.timestamp(), "job_from": win.job_from, "job_to": win.job_to,
             "attempt_from": win.attempt_from, "attempt_to": win.attempt_to,
+            "job_marked": win.marks[0], "attempt_marked": win.marks[1],
         }
 
     def history_list(self, since: datetime, *, queue: str | None = None) -> list[MinuteStats]:
