@@ -109,11 +109,18 @@ def redacted(job: JobRecord) -> JobRecord:
 
 
 # --- records -------------------------------------------------------------------------------------
+FLOW_KEYS = ("unique_key", "concurrency_key", "rate_key")
+
+
 def job_view(job: JobRecord) -> View:
     """Every field of a job; args, kwargs and result as the JSON they are stored as."""
     view: View = {f.name: _plain(getattr(job, f.name)) for f in fields(job)}
     args, kwargs = shown_args(job)
     view.update(args=args, kwargs=kwargs, result=_payload(job.result))  # keys keep their places
+    if job.sensitive:  # keys made from the arguments (a unique key hashes them all) stay hidden
+        for key in FLOW_KEYS:
+            if view[key] is not None:
+                view[key] = REDACTED
     return view
 
 

@@ -163,6 +163,9 @@ def find_jobs(store: Store, filter: JobFilter, q: str) -> tuple[list[JobRecord],
     """A page of jobs, newest first, and the ``before`` of the next page (None: no more).
     A search, or a filter no index serves, looks at a bounded window of the newest rows
     (``job_search``), so a page may be short while more remain: never a scan of the table."""
+    for value in (q, filter.queue, filter.name):
+        if value and "\x00" in value:
+            raise BadInput("a search or filter may not contain a NUL character")
     if q or windowed(filter):
         found, more = store.job_search(filter, q)
         return [j for j in found if not q or shows(j, q)], more

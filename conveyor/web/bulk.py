@@ -13,6 +13,7 @@ import itertools
 import logging
 import queue
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -72,7 +73,9 @@ class BulkRunner:
     def __init__(self, client: Client) -> None:
         self.client = client
         self._ops: dict[int, Operation] = {}
-        self._ids = itertools.count(1)
+        # ids unique across the processes serving one dashboard (uvicorn --workers, a balancer):
+        # a process asked for another's operation answers 404, never with one of its own
+        self._ids = itertools.count(secrets.randbelow(2**40) * 1000 + 1)
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Operation] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None

@@ -126,7 +126,7 @@ async def failed(request: Request, exc: Exception) -> Response:
     from ..errors import CorruptRow, JobNotFound, StoreError
 
     status = (404 if isinstance(exc, JobNotFound) else 500 if isinstance(exc, CorruptRow)
-              else 503 if isinstance(exc, StoreError) else 400)
+              else 503 if isinstance(exc, StoreError) else 400)  # ValueError: bad input
     return error(status, str(exc), local_path(request.scope))
 
 
@@ -152,6 +152,7 @@ def build(app: Conveyor, gate: Gate, *, enqueue: bool = True) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     starlette = Starlette(routes=routes, middleware=[Middleware(Wall, gate=gate)],
-                          exception_handlers={ConveyorError: failed, HTTPException: refused})
+                          exception_handlers={ConveyorError: failed, ValueError: failed,
+                                              HTTPException: refused})
     starlette.state.web = Web(app=app, gate=gate, enqueue=enqueue)
     return starlette

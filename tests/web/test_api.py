@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
 from conveyor import Conveyor
 from conveyor.models import JobState, ProcessRecord
@@ -367,3 +368,39 @@ def test_basic_auth_dashboards_in_several_processes_accept_each_others_csrf_toke
     who = Identity("admin", Role.OPERATOR, "basic")
     assert two.csrf_ok(who, one.csrf_token(who))
     assert not Gate(("admin", "other")).csrf_ok(who, one.csrf_token(who))
+
+
+def test_a_unique_jobs_key_never_shows_a_hash_of_its_sensitive_arguments(web_app: Conveyor) -> None:
+    """The default unique key hashes every argument: shown, it would let a viewer test
+    guesses of a password offline."""
+    job = web_app.job(name="login", sensitive=["password"], unique=True)(lambda user, password: None)
+    handle = job.enqueue("ann", "hunter2")
+    key = web_app.client.get(handle.id).unique_key
+    assert key  # the store still has it: uniqueness works
+    shown = connect(web_app).get(f"/api/jobs/{handle.id}").json()
+    assert shown["unique_key"] == "[redacted]" and shown["args"] == ["ann", "[redacted]"]
+    assert key.rsplit(":", 1)[-1] not in connect(web_app).get(f"/jobs/{handle.id}").text
+
+
+def test_a_nul_in_a_search_or_filter_is_bad_input_not_an_outage(web_app: Conveyor) -> None:
+    web = connect(web_app)
+    for query in ({"q": "a\x00"}, {"name": "a\x00"}, {"queue": "\x00"}):
+        answer = web.get("/api/jobs", params=query)
+        assert answer.status_code == 400 and "NUL" in answer.json()["error"]
+        page = web.get("/jobs", params=query)
+        assert page.status_code == 400 and "NUL" in page.text
+
+
+def test_an_operation_is_found_only_in_the_process_that_runs_it(web_app: Conveyor) -> None:
+    """Two processes serving one dashboard (uvicorn --workers 2): asking the other one for an
+    operation answers 404, never with an operation of its own that has the same number."""
+    from conveyor.web import dashboard
+
+    make_dead(web_app, 3)
+    one = connect(web_app)
+    two = TestClient(dashboard(web_app), base_url=BASE, client=("127.0.0.1", 5556))
+    first = one.post("/api/jobs/bulk", json={"action": "retry", "state": "dead"}).json()["operation"]
+    second = two.post("/api/jobs/bulk", json={"action": "discard", "state": "dead"}).json()["operation"]
+    assert first["id"] != second["id"]
+    assert two.get(f"/api/operations/{first['id']}").status_code == 404
+    assert one.get(f"/api/operations/{first['id']}").json()["action"] == "retry"
