@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -264,6 +264,16 @@ async def job_enqueue(request: Request) -> Response:
     return answer(request, body, {"id": handle.id}, 201)
 
 
+def acting(verb: str, handler: Callable[[Request, str], Awaitable[Response]]) -> Handler:
+    """The action route of one verb of ``handler``, which serves several (retry, discard...)."""
+
+    async def act(request: Request) -> Response:
+        return await handler(request, verb)
+
+    act.__name__ = f"{handler.__name__.strip('_')}_{verb}"
+    return action(api(act))
+
+
 async def _job_action(request: Request, verb: str) -> Response:
     web = web_of(request)
     client = web.app.client
@@ -297,24 +307,6 @@ async def _job_action(request: Request, verb: str) -> Response:
     return answer(request, body, payload)
 
 
-@action
-@api
-async def job_retry(request: Request) -> Response:
-    return await _job_action(request, "retry")
-
-
-@action
-@api
-async def job_discard(request: Request) -> Response:
-    return await _job_action(request, "discard")
-
-
-@action
-@api
-async def job_cancel(request: Request) -> Response:
-    return await _job_action(request, "cancel")
-
-
 # --- queues and workers -----------------------------------------------------------------------
 @api
 async def queues_list(request: Request) -> Response:
@@ -330,18 +322,6 @@ async def _queue_action(request: Request, verb: str) -> Response:
     await call(client.pause if verb == "pause" else client.resume, name)
     await audit(request, verb, f"queue {name}")
     return answer(request, body, {"queue": name, "paused": verb == "pause"})
-
-
-@action
-@api
-async def queue_pause(request: Request) -> Response:
-    return await _queue_action(request, "pause")
-
-
-@action
-@api
-async def queue_resume(request: Request) -> Response:
-    return await _queue_action(request, "resume")
 
 
 @api
@@ -372,12 +352,12 @@ def routes() -> list[BaseRoute]:
         Route("/api/jobs", jobs_list, methods=["GET"]),
         Route("/api/jobs", job_enqueue, methods=["POST"]),
         Route("/api/jobs/{id}", job_get, methods=["GET"]),
-        Route("/api/jobs/{id}/retry", job_retry, methods=["POST"]),
-        Route("/api/jobs/{id}/discard", job_discard, methods=["POST"]),
-        Route("/api/jobs/{id}/cancel", job_cancel, methods=["POST"]),
+        Route("/api/jobs/{id}/retry", acting("retry", _job_action), methods=["POST"]),
+        Route("/api/jobs/{id}/discard", acting("discard", _job_action), methods=["POST"]),
+        Route("/api/jobs/{id}/cancel", acting("cancel", _job_action), methods=["POST"]),
         Route("/api/queues", queues_list, methods=["GET"]),
-        Route("/api/queues/{name}/pause", queue_pause, methods=["POST"]),
-        Route("/api/queues/{name}/resume", queue_resume, methods=["POST"]),
+        Route("/api/queues/{name}/pause", acting("pause", _queue_action), methods=["POST"]),
+        Route("/api/queues/{name}/resume", acting("resume", _queue_action), methods=["POST"]),
         Route("/api/workers", workers_list, methods=["GET"]),
         *api_admin.routes(),
         *openapi.routes(),

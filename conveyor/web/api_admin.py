@@ -12,9 +12,9 @@ from starlette.routing import BaseRoute, Route
 
 from .. import views
 from ..doctor import diagnose
-from .api import JSON, MAX_LIMIT, answer, api, as_int, audit, call, text_of
+from .api import JSON, MAX_LIMIT, acting, answer, api, as_int, audit, call, text_of
 from .routes import web_of
-from .security import action, body_of
+from .security import body_of
 
 HISTORY_MINUTES = 7 * 24 * 60
 
@@ -38,24 +38,6 @@ async def _schedule_action(request: Request, verb: str) -> Response:
     await audit(request, f"schedule {verb}", f"schedule {name}",
                 f"job {payload['id']}" if "id" in payload else "")
     return answer(request, body, payload)
-
-
-@action
-@api
-async def schedule_run(request: Request) -> Response:
-    return await _schedule_action(request, "run")
-
-
-@action
-@api
-async def schedule_pause(request: Request) -> Response:
-    return await _schedule_action(request, "pause")
-
-
-@action
-@api
-async def schedule_resume(request: Request) -> Response:
-    return await _schedule_action(request, "resume")
 
 
 # --- doctor, history, audit ----------------------------------------------------------------------
@@ -108,9 +90,9 @@ async def audit_list(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/schedules", schedules_list, methods=["GET"]),
-        Route("/api/schedules/{name}/run", schedule_run, methods=["POST"]),
-        Route("/api/schedules/{name}/pause", schedule_pause, methods=["POST"]),
-        Route("/api/schedules/{name}/resume", schedule_resume, methods=["POST"]),
+        Route("/api/schedules/{name}/run", acting("run", _schedule_action), methods=["POST"]),
+        Route("/api/schedules/{name}/pause", acting("pause", _schedule_action), methods=["POST"]),
+        Route("/api/schedules/{name}/resume", acting("resume", _schedule_action), methods=["POST"]),
         Route("/api/doctor", doctor_report, methods=["GET"]),
         Route("/api/history", history, methods=["GET"]),
         Route("/api/audit", audit_list, methods=["GET"]),
