@@ -14,16 +14,14 @@ every host's jobs and workers alike:
 
 from __future__ import annotations
 
-import errno
 import math
-import socket
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, StoreError
+from ..health import PolledServer
 from ..views import QUEUE_STATES
 
 if TYPE_CHECKING:
@@ -158,14 +156,7 @@ def routes() -> list[BaseRoute]:
 
 
 # --- served by a worker supervisor -------------------------------------------------------------
-_HINTS = {
-    errno.EADDRINUSE: "another process is using that port; pick another --metrics-port",
-    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
-    errno.EACCES: "ports below 1024 need privileges; pick a higher --metrics-port",
-}
-
-
-class MetricsServer:
+class MetricsServer(PolledServer):
     """``GET /metrics`` on its own port, answered from the supervisor's loop by ``poll()``
     (no thread: the supervisor forks, and a fork while another thread holds a lock can
     deadlock the child)."""
@@ -175,50 +166,13 @@ class MetricsServer:
         if problem is not None:
             raise ConfigurationError(problem)
 
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 2  # a slow client cannot stall the supervisor for long
+        def page(path: str) -> tuple[int, bytes, str]:
+            if path != "/metrics":
+                return 404, b"not found: try /metrics\n", "text/plain"
+            try:
+                body, kind = metrics_text(app)
+            except StoreError as e:
+                return 503, f"the store did not answer: {e}\n".encode(), "text/plain"
+            return 200, body, kind
 
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] != "/metrics":
-                    self._send(404, b"not found: try /metrics\n", "text/plain")
-                    return
-                try:
-                    body, kind = metrics_text(app)
-                except StoreError as e:
-                    self._send(503, f"the store did not answer: {e}\n".encode(), "text/plain")
-                    return
-                self._send(200, body, kind)
-
-            def _send(self, code: int, body: bytes, kind: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # a scrape every few seconds would flood the log
-
-        try:
-            self.server = HTTPServer((host, port), Handler)
-        except socket.gaierror as e:
-            raise ConfigurationError(
-                f"--metrics-host {host!r} is not an address this machine can use ({e.strerror or e})"
-            ) from None
-        except (OSError, OverflowError, UnicodeError) as e:
-            reason = getattr(e, "strerror", None) or str(e)
-            hint = _HINTS.get(getattr(e, "errno", 0) or 0, "check --metrics-host and --metrics-port")
-            raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {reason} ({hint})") from None
-        self.server.timeout = 0
-        self.port = self.server.server_address[1]
-
-    def poll(self, budget: int = 4) -> None:
-        """Answer up to ``budget`` waiting scrapes without blocking when there are none."""
-        for _ in range(budget):
-            before = self.server.socket.fileno()
-            self.server.handle_request()
-            if before < 0:
-                return
-
-    def close(self) -> None:
-        self.server.server_close()
+        super().__init__(host, port, page, option="metrics", what="metrics")
