@@ -238,6 +238,21 @@ def search_next(found: Sequence[JobRecord], limit: int, low: int | None) -> int 
     return low
 
 
+def rate_backlog_query(mark: str) -> str:
+    """Rate keys with jobs waiting, and how many of them were enqueued since ``mark`` (a time).
+    Waiting keyed jobs are ready (their own index) or sent back to scheduled (the due index:
+    its condition repeated for SQLite), never found by a scan of finished jobs."""
+    return (
+        "SELECT rate_key, MAX(rate_count), MAX(rate_period), COUNT(*),"
+        f" SUM(CASE WHEN created_at > {mark} THEN 1 ELSE 0 END) FROM ("
+        " SELECT rate_key, rate_count, rate_period, created_at FROM conveyor_jobs"
+        " WHERE rate_key IS NOT NULL AND state = 'ready'"
+        " UNION ALL SELECT rate_key, rate_count, rate_period, created_at FROM conveyor_jobs"
+        " WHERE state IN ('scheduled', 'failed') AND state = 'scheduled' AND rate_key IS NOT NULL"
+        ") AS w GROUP BY rate_key ORDER BY rate_key"
+    )
+
+
 def queue_stats(
     counted: Iterable[Sequence[Any]], oldest: dict[str, Any], paused: dict[str, Any],
     to_dt: Callable[[Any], Any],

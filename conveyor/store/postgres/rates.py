@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ...models import JobRecord
+from .. import shared
 from .connections import Conn
 
 LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('conveyor:rate:' || %s, 0))"
@@ -28,16 +29,7 @@ WHERE j.id = t.id AND j.lease = t.lease AND j.state = 'running'
 """
 # an admitted job starts at the moment its start was logged, so the two always agree
 STARTED = "UPDATE conveyor_jobs SET started_at = %s WHERE id = ANY(%s) AND state = 'running'"
-# rate keys with jobs waiting, and how many of them were enqueued since the given time
-BACKLOG = (  # waiting keyed jobs are ready (their own index) or sent back to scheduled
-    "SELECT rate_key, MAX(rate_count), MAX(rate_period), COUNT(*),"
-    " SUM(CASE WHEN created_at > %s THEN 1 ELSE 0 END) FROM ("
-    " SELECT rate_key, rate_count, rate_period, created_at FROM conveyor_jobs"
-    " WHERE rate_key IS NOT NULL AND state = 'ready'"
-    " UNION ALL SELECT rate_key, rate_count, rate_period, created_at FROM conveyor_jobs"
-    " WHERE state IN ('scheduled', 'failed') AND state = 'scheduled' AND rate_key IS NOT NULL"
-    ") AS w GROUP BY rate_key ORDER BY rate_key"
-)
+BACKLOG = shared.rate_backlog_query("%s")
 DEFER = (
     "UPDATE conveyor_jobs SET state = 'scheduled', run_at = GREATEST(run_at, %s)"
     " WHERE rate_key = %s AND state = 'ready'"

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from ...models import JobRecord
+from .. import shared
 
 FORGET = "DELETE FROM conveyor_rate_starts WHERE key = ? AND at <= ?"
 WINDOW = "SELECT at FROM conveyor_rate_starts WHERE key = ? AND at > ? ORDER BY at"
@@ -17,16 +18,7 @@ PUT_BACK = (
     " lease = NULL, worker_id = NULL, heartbeat_at = NULL, started_at = NULL"
     " WHERE id = ? AND lease = ? AND state = 'running'"
 )
-# rate keys with jobs waiting, and how many of them were enqueued since the given time
-BACKLOG = (  # waiting keyed jobs are ready (their own index) or sent back to scheduled
-    "SELECT rate_key, MAX(rate_count), MAX(rate_period), COUNT(*),"
-    " SUM(CASE WHEN created_at > ? THEN 1 ELSE 0 END) FROM ("
-    " SELECT rate_key, rate_count, rate_period, created_at FROM conveyor_jobs"
-    " WHERE rate_key IS NOT NULL AND state = 'ready'"
-    " UNION ALL SELECT rate_key, rate_count, rate_period, created_at FROM conveyor_jobs"
-    " WHERE state IN ('scheduled', 'failed') AND state = 'scheduled' AND rate_key IS NOT NULL"
-    ") AS w GROUP BY rate_key ORDER BY rate_key"
-)
+BACKLOG = shared.rate_backlog_query("?")
 DEFER = (
     "UPDATE conveyor_jobs SET state = 'scheduled', run_at = MAX(run_at, ?)"
     " WHERE rate_key = ? AND rate_key IS NOT NULL AND state = 'ready'"
