@@ -22,11 +22,11 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import views
-from ..errors import ConveyorError, CorruptRow, InvalidState, JobNotFound, StoreError
+from ..errors import ConveyorError
 from ..jobs import RESERVED
 from ..models import JobFilter, JobRecord, JobState
 from ..store import Store
-from .routes import local_next, root, web_of
+from .routes import local_next, root, status_of, web_of
 from .security import Handler, action, body_of, identity
 
 T = TypeVar("T")
@@ -58,18 +58,8 @@ def api(handler: Handler) -> Handler:
     async def answered(request: Request) -> Response:
         try:
             return await handler(request)
-        except (BadInput, ValueError, TypeError) as e:
-            return fail(400, str(e))
-        except JobNotFound as e:  # also UnknownSchedule
-            return fail(404, str(e))
-        except InvalidState as e:
-            return fail(409, str(e))
-        except CorruptRow as e:
-            return fail(500, str(e))
-        except StoreError as e:
-            return fail(503, f"the store did not answer: {e}")
-        except ConveyorError as e:
-            return fail(400, str(e))
+        except (ConveyorError, ValueError, TypeError) as e:
+            return fail(*status_of(e))
 
     return answered
 

@@ -121,13 +121,27 @@ async def logout(request: Request) -> Response:
     return response
 
 
+def status_of(exc: Exception) -> tuple[int, str]:
+    """The status and one-line message a request's error is answered with, in the API and on
+    the pages alike: bad input 400, no such job or schedule 404, a state the action does not
+    apply to 409, a row this code cannot read 500, the store not answering 503."""
+    from ..errors import CorruptRow, InvalidState, JobNotFound, StoreError
+
+    if isinstance(exc, JobNotFound):  # also UnknownSchedule
+        return 404, str(exc)
+    if isinstance(exc, InvalidState):
+        return 409, str(exc)
+    if isinstance(exc, CorruptRow):
+        return 500, str(exc)
+    if isinstance(exc, StoreError):
+        return 503, f"the store did not answer: {exc}"
+    return 400, str(exc)  # ValueError, TypeError, any other ConveyorError: the request is wrong
+
+
 async def failed(request: Request, exc: Exception) -> Response:
     """What a page raised, as one line: never a traceback in the browser."""
-    from ..errors import CorruptRow, JobNotFound, StoreError
-
-    status = (404 if isinstance(exc, JobNotFound) else 500 if isinstance(exc, CorruptRow)
-              else 503 if isinstance(exc, StoreError) else 400)  # ValueError: bad input
-    return error(status, str(exc), local_path(request.scope))
+    status, message = status_of(exc)
+    return error(status, message, local_path(request.scope))
 
 
 async def refused(request: Request, exc: Exception) -> Response:
